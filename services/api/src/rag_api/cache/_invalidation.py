@@ -1,0 +1,110 @@
+"""Cross-replica coherence: every write is announced on a Redis pub/sub channel, and every other process drops
+the named entries from its memory tier.
+
+Why pub/sub with sender ids rather than server-assisted client tracking: it behaves the same under RESP2 and
+RESP3, needs no per-connection redirect plumbing in redis-py's pool, announces a whole tenant clear as one
+prefix message (tracking would need BCAST prefixes per tenant), and the announcement rides in the same
+pipeline as the write, so it costs no extra round trip. Pub/sub is fire-and-forget, so a process that lost
+its subscription cannot know what it missed: the manager stops trusting its memory tier from the moment the
+subscription drops until it is back, and drops the memory tier when it resubscribes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import orjson
+
+from ._errors import CacheBackendError
+from ._redis import RedisTier, translate_errors
+
+log = logging.getLogger("rag_api.cache")
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """What one write changed: full keys (set or delete), or everything under a prefix (clear)."""
+
+    sender: str
+    keys: tuple[str, ...] = ()
+    prefix: str | None = None
+
+    def encode(self) -> bytes:
+        body: dict[str, object] = {"s": self.sender}
+        if self.keys:
+            body["k"] = list(self.keys)
+        if self.prefix is not None:
+            body["p"] = self.prefix
+        return orjson.dumps(body)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Notice | None:
+        try:
+            body = orjson.loads(data)
+            keys = body.get("k", [])
+            prefix = body.get("p")
+            if not isinstance(body["s"], str) or not all(isinstance(k, str) for k in keys):
+                return None
+            if prefix is not None and not isinstance(prefix, str):
+                return None
+            return cls(body["s"], tuple(keys), prefix)
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+            return None
+
+
+class InvalidationListener:
+    """Keeps one subscription to the channel alive, reconnecting every `reconnect_interval` while Redis is away."""
+
+    def __init__(
+        self,
+        tier: RedisTier,
+        *,
+        sender: str,
+        on_notice: Callable[[Notice], None],
+        on_subscribed: Callable[[], None],
+        on_lost: Callable[[], None],
+        reconnect_interval: float,
+    ) -> None:
+        self._tier = tier
+        self._sender = sender
+        self._on_notice = on_notice
+        self._on_subscribed = on_subscribed
+        self._on_lost = on_lost
+        self._interval = reconnect_interval
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self._listen_once()
+            except CacheBackendError as exc:
+                log.debug("invalidation subscription lost: %s", exc)
+            finally:
+                self._on_lost()
+            await asyncio.sleep(self._interval)
+
+    async def _listen_once(self) -> None:
+        client = self._tier.pubsub_client()
+        pubsub = client.pubsub()
+        try:
+            with translate_errors():
+                await pubsub.subscribe(self._tier.channel)
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is None:
+                        continue
+                    if message["type"] == "subscribe":
+                        self._on_subscribed()
+                    elif message["type"] == "message":
+                        notice = Notice.decode(message["data"])
+                        if notice is not None and notice.sender != self._sender:
+                            self._on_notice(notice)
+        finally:
+            try:
+                with translate_errors():
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await client.aclose()
+            except CacheBackendError:  # the connection is already gone; nothing left to close
+                pass

@@ -1,0 +1,313 @@
+"""The Redis tier: the only module that talks to Redis, and the only place Redis errors are translated.
+
+One client (and pool) per process and event loop, built lazily inside the running loop: a client bound to a
+loop that asyncio.run() has closed, or inherited across a fork, is never reused. Every call has a budget:
+connect and read timeouts, a bounded wait for a pooled connection, and no retries (redis-py 8 retries 10
+times with backoff by default, which would turn one dead Redis into seconds of latency per request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import redis
+import redis.asyncio as aredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ._errors import BackendBusyError, CacheBackendError
+
+Claim: TypeAlias = tuple[bool, bytes | None]  # (this caller won the lease, the value stored now)
+
+# Compare-and-delete: a lease is released only by the holder whose token it still carries.
+_RELEASE = "for _, k in ipairs(KEYS) do if redis.call('get', k) == ARGV[1] then redis.call('del', k) end end"
+_CLEAR_BATCH = 500
+_INFO_FIELDS = (
+    "redis_version", "uptime_in_seconds", "connected_clients", "used_memory", "used_memory_human",
+    "maxmemory", "maxmemory_policy", "total_commands_processed", "keyspace_hits", "keyspace_misses",
+    "evicted_keys", "expired_keys", "aof_enabled", "loading",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class RedisOptions:
+    url: str
+    max_connections: int = 50
+    protocol: int = 3
+    connect_timeout: float = 0.25
+    socket_timeout: float = 0.25
+    pool_timeout: float = 0.25
+
+    def async_client(self, *, socket_timeout: float | None = -1.0) -> aredis.Redis:
+        return aredis.Redis.from_url(
+            self.url,
+            protocol=self.protocol,
+            max_connections=self.max_connections,
+            socket_connect_timeout=self.connect_timeout,
+            socket_timeout=self.socket_timeout if socket_timeout == -1.0 else socket_timeout,
+            retry=AsyncRetry(NoBackoff(), 0),
+            health_check_interval=0,
+        )
+
+    def sync_client(self) -> redis.Redis:
+        pool = redis.BlockingConnectionPool.from_url(
+            self.url,
+            protocol=self.protocol,
+            max_connections=self.max_connections,
+            timeout=self.pool_timeout,
+            socket_connect_timeout=self.connect_timeout,
+            socket_timeout=self.socket_timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
+        return redis.Redis(connection_pool=pool)
+
+
+@contextmanager
+def translate_errors() -> Iterator[None]:
+    """Redis, socket and timeout errors leave this block as CacheBackendError; cancellation passes through."""
+    try:
+        yield
+    except (redis.RedisError, OSError, TimeoutError) as exc:
+        raise CacheBackendError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
+def pick_info(info: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: info[name] for name in _INFO_FIELDS if name in info}
+
+
+class RedisTier:
+    """Async Redis tier; writes can announce themselves on the invalidation channel in the same round trip."""
+
+    def __init__(self, options: RedisOptions, *, channel: str, factory: Callable[[], aredis.Redis] | None = None):
+        self.options = options
+        self.channel = channel
+        self._factory = factory or options.async_client
+        self._owner: tuple[asyncio.AbstractEventLoop, int] | None = None
+        self._client: aredis.Redis | None = None
+        self._slots: asyncio.Semaphore | None = None
+
+    def client(self) -> aredis.Redis:
+        owner = (asyncio.get_running_loop(), os.getpid())
+        if self._client is None or self._owner != owner:
+            self._client, self._owner = self._factory(), owner
+            self._slots = asyncio.Semaphore(self.options.max_connections)
+        return self._client
+
+    def pubsub_client(self) -> aredis.Redis:
+        """A client for the invalidation listener: reads block on get_message's own timeout, not socket_timeout."""
+        if self._factory is not self.options.async_client:
+            return self._factory()
+        return self.options.async_client(socket_timeout=None)
+
+    @contextmanager
+    def _boundary(self) -> Iterator[aredis.Redis]:
+        with translate_errors():
+            yield self.client()
+
+    async def _acquire_slot(self) -> asyncio.Semaphore:
+        self.client()
+        slots = self._slots
+        assert slots is not None
+        if slots.locked():
+            try:
+                async with asyncio.timeout(self.options.pool_timeout):
+                    await slots.acquire()
+            except TimeoutError:
+                raise BackendBusyError("no Redis connection free within REDIS_POOL_TIMEOUT") from None
+        else:
+            await slots.acquire()
+        return slots
+
+    async def get(self, key: str) -> bytes | None:
+        slots = await self._acquire_slot()
+        try:
+            with self._boundary() as c:
+                return await c.get(key)  # type: ignore[return-value]  # no decode_responses: bytes
+        finally:
+            slots.release()
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        slots = await self._acquire_slot()
+        try:
+            with self._boundary() as c:
+                return list(await c.mget(keys))  # type: ignore[arg-type]  # no decode_responses: bytes
+        finally:
+            slots.release()
+
+    async def set(self, key: str, data: bytes, ttl: float, *, announce: bytes | None = None) -> None:
+        await self.set_many({key: data}, ttl, announce=announce)
+
+    async def set_many(self, items: Mapping[str, bytes], ttl: float, *, announce: bytes | None = None) -> None:
+        if not items:
+            return
+        px = max(1, int(ttl * 1000))
+        slots = await self._acquire_slot()
+        try:
+            with self._boundary() as c:
+                if len(items) == 1 and announce is None:
+                    ((key, data),) = items.items()
+                    await c.set(key, data, px=px)
+                    return
+                async with c.pipeline(transaction=False) as pipe:
+                    for key, data in items.items():
+                        pipe.set(key, data, px=px)
+                    if announce is not None:
+                        pipe.publish(self.channel, announce)
+                    await pipe.execute()
+        finally:
+            slots.release()
+
+    async def delete(self, keys: Sequence[str], *, announce: bytes | None = None) -> int:
+        slots = await self._acquire_slot()
+        try:
+            with self._boundary() as c:
+                async with c.pipeline(transaction=False) as pipe:
+                    pipe.unlink(*keys)
+                    if announce is not None:
+                        pipe.publish(self.channel, announce)
+                    results = await pipe.execute()
+                return int(results[0])
+        finally:
+            slots.release()
+
+    async def clear(self, prefix: str, *, announce: bytes | None = None) -> int:
+        """SCAN + UNLINK in batches (never KEYS or FLUSHDB), then announce once."""
+        removed = 0
+        slots = await self._acquire_slot()
+        try:
+            with self._boundary() as c:
+                batch: list[bytes] = []
+                async for key in c.scan_iter(match=_glob_escape(prefix) + "*", count=_CLEAR_BATCH):
+                    batch.append(key)
+                    if len(batch) >= _CLEAR_BATCH:
+                        removed += await c.unlink(*batch)
+                        batch.clear()
+                if batch:
+                    removed += await c.unlink(*batch)
+                if announce is not None:
+                    await c.publish(self.channel, announce)
+            return removed
+        finally:
+            slots.release()
+
+    async def claim(self, keys: Sequence[str], lease_keys: Sequence[str], token: str, ttl: float) -> list[Claim]:
+        """For each key, try SET NX PX on its lease, then read the value, in one round trip.
+
+        The value is read after the lease attempt: a holder writes its value before releasing its lease, so a
+        caller that wins a lease just released still sees that value and computes nothing.
+        """
+        px = max(1, int(ttl * 1000))
+        slots = await self._acquire_slot()
+        try:
+            with self._boundary() as c:
+                async with c.pipeline(transaction=False) as pipe:
+                    for key, lease in zip(keys, lease_keys, strict=True):
+                        pipe.set(lease, token, nx=True, px=px)
+                        pipe.get(key)
+                    replies = await pipe.execute()
+            return [(bool(replies[i]), replies[i + 1]) for i in range(0, len(replies), 2)]
+        finally:
+            slots.release()
+
+    async def release_leases(self, keys: Sequence[str], token: str) -> None:
+        if not keys:
+            return
+        slots = await self._acquire_slot()
+        try:
+            with self._boundary() as c:
+                await c.eval(_RELEASE, len(keys), *keys, token)
+        finally:
+            slots.release()
+
+    async def ping(self) -> bool:
+        with self._boundary() as c:
+            return bool(await c.ping())
+
+    async def reset_connections(self) -> None:
+        """Drop every pooled connection: after Redis died they are all broken, and each would fail once."""
+        if self._client is not None:
+            with translate_errors():
+                await self._client.connection_pool.disconnect()
+
+    async def info(self) -> dict[str, Any]:
+        with self._boundary() as c:
+            return pick_info(await c.info())
+
+    async def aclose(self) -> None:
+        client, self._client, self._owner = self._client, None, None
+        if client is not None:
+            with translate_errors():
+                await client.aclose()
+
+
+class SyncRedisTier:
+    """The synchronous twin for code that is not async: its own client and pool, the same key layout."""
+
+    def __init__(self, options: RedisOptions, *, channel: str, factory: Callable[[], redis.Redis] | None = None):
+        self.channel = channel
+        self._factory = factory or options.sync_client
+        self._client: redis.Redis | None = None
+        self._pid = os.getpid()
+
+    def client(self) -> redis.Redis:
+        if self._client is None or self._pid != os.getpid():
+            self._client, self._pid = self._factory(), os.getpid()
+        return self._client
+
+    def get(self, key: str) -> bytes | None:
+        with translate_errors():
+            return self.client().get(key)  # type: ignore[return-value]
+
+    def set(self, key: str, data: bytes, ttl: float, *, announce: bytes | None = None) -> None:
+        with translate_errors(), self.client().pipeline(transaction=False) as pipe:
+            pipe.set(key, data, px=max(1, int(ttl * 1000)))
+            if announce is not None:
+                pipe.publish(self.channel, announce)
+            pipe.execute()
+
+    def delete(self, keys: Sequence[str], *, announce: bytes | None = None) -> int:
+        with translate_errors(), self.client().pipeline(transaction=False) as pipe:
+            pipe.unlink(*keys)
+            if announce is not None:
+                pipe.publish(self.channel, announce)
+            return int(pipe.execute()[0])
+
+    def clear(self, prefix: str, *, announce: bytes | None = None) -> int:
+        removed = 0
+        with translate_errors():
+            client = self.client()
+            batch: list[bytes] = []
+            for key in client.scan_iter(match=_glob_escape(prefix) + "*", count=_CLEAR_BATCH):
+                batch.append(key)
+                if len(batch) >= _CLEAR_BATCH:
+                    removed += int(client.unlink(*batch))
+                    batch.clear()
+            if batch:
+                removed += int(client.unlink(*batch))
+            if announce is not None:
+                client.publish(self.channel, announce)
+        return removed
+
+    def ping(self) -> bool:
+        with translate_errors():
+            client = self.client()
+            client.connection_pool.disconnect()
+            return bool(client.ping())
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()

@@ -1,0 +1,98 @@
+"""The one place configuration is read: environment variables and `.env`, validated at start-up."""
+
+from __future__ import annotations
+
+import os
+import socket
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEMO_TENANT_KEYS = "demo-school-123:123,demo-school-456:456"
+DEMO_ADMIN_KEY = "demo-admin"
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class Settings(BaseSettings):
+    """Every setting of the API service; names are the environment variables, upper-cased."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # Redis, the shared primary tier (the seed's names).
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_enabled: bool = True
+    redis_max_connections: PositiveInt = 50
+    redis_protocol: Literal[2, 3] = 3
+    redis_connect_timeout: PositiveFloat = 0.25
+    redis_socket_timeout: PositiveFloat = 0.25
+    redis_pool_timeout: PositiveFloat = 0.25
+
+    # Memory tier, the per-process fallback (the seed's CACHE_MAX_SIZE, plus a byte bound).
+    cache_max_size: PositiveInt = 10_000
+    cache_max_bytes: PositiveInt = 256 * 1024 * 1024
+    cache_memory_ttl_max: PositiveFloat = 300.0
+    cache_default_ttl: PositiveInt = 3600
+    embedding_cache_ttl: PositiveInt = 7 * 24 * 3600
+    llm_cache_ttl: PositiveInt = 24 * 3600
+    cache_fallback_enabled: bool = True
+    cache_breaker_failure_threshold: PositiveInt = 1
+    cache_breaker_probe_interval: PositiveFloat = 0.25
+    cache_lease_ttl: PositiveFloat = 10.0
+    cache_lease_wait: PositiveFloat = 30.0
+    cache_lease_poll_interval: PositiveFloat = 0.05
+    cache_ttl_jitter: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    cache_early_refresh_beta: Annotated[float, Field(ge=0)] = 0.0
+
+    # Tenants and auth.
+    tenant_api_keys: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
+    admin_api_key: SecretStr | None = None
+
+    # Upstream model (OpenAI-compatible, or Azure OpenAI when azure_openai_api_version is set).
+    upstream_base_url: str = "http://127.0.0.1:8090/v1"
+    upstream_api_key: SecretStr = SecretStr("stub-key")
+    upstream_timeout: PositiveFloat = 30.0
+    upstream_max_retries: Annotated[int, Field(ge=0, le=5)] = 0
+    azure_openai_api_version: str | None = None
+
+    # Service.
+    instance_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    max_request_bytes: PositiveInt = 1024 * 1024
+    max_batch_size: PositiveInt = 256
+    max_input_chars: PositiveInt = 32_000
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("tenant_api_keys", mode="before")
+    @classmethod
+    def _parse_tenant_keys(cls, raw: object) -> object:
+        """Parse `key:school_id,key:school_id`; a malformed pair fails start-up naming the variable."""
+        if not isinstance(raw, str):
+            return raw
+        keys: dict[str, int] = {}
+        for pair in filter(None, (p.strip() for p in raw.split(","))):
+            key, sep, school = pair.rpartition(":")
+            if not sep or not key or not school.isdigit() or int(school) <= 0:
+                raise ValueError(f"TENANT_API_KEYS entry {pair!r} is not 'key:positive_school_id'")
+            keys[key] = int(school)
+        return keys
+
+    @model_validator(mode="after")
+    def _check_keys(self) -> Settings:
+        admin = self.admin_api_key.get_secret_value() if self.admin_api_key else None
+        if admin is not None and admin in self.tenant_api_keys:
+            raise ValueError("ADMIN_API_KEY must differ from every key in TENANT_API_KEYS")
+        return self
+
+    @property
+    def uses_demo_keys(self) -> bool:
+        demo_admin = self.admin_api_key is not None and self.admin_api_key.get_secret_value() == DEMO_ADMIN_KEY
+        return demo_admin or any(k.startswith("demo-school-") for k in self.tenant_api_keys)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once; tests call `get_settings.cache_clear()` after changing env."""
+    return Settings()
