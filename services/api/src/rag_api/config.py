@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_enabled: bool = True
     redis_max_connections: PositiveInt = 50
-    redis_protocol: Literal[2, 3] = 3
+    redis_protocol: Annotated[int, Field(ge=2, le=3)] = 3
     redis_connect_timeout: PositiveFloat = 0.25
     redis_socket_timeout: PositiveFloat = 0.25
     redis_pool_timeout: PositiveFloat = 0.25

@@ -5,6 +5,7 @@
 
 from ._errors import (
     BackendBusyError,
+    BackendCommandError,
     CacheBackendError,
     CacheError,
     CacheUnavailableError,
@@ -21,6 +22,7 @@ from ._tier import CacheTier
 
 __all__ = [
     "BackendBusyError",
+    "BackendCommandError",
     "CacheBackendError",
     "CacheError",
     "CacheManager",

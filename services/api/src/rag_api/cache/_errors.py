@@ -36,5 +36,9 @@ class BackendBusyError(CacheBackendError):
     """Every pooled Redis connection stayed busy for the whole pool timeout."""
 
 
+class BackendCommandError(CacheBackendError):
+    """Redis is up but refused the command (an error reply such as an unknown command): not an outage."""
+
+
 class CacheUnavailableError(CacheError):
     """Redis is unavailable and CACHE_FALLBACK_ENABLED is false, so there is no tier to serve from."""

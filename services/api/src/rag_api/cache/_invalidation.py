@@ -88,11 +88,15 @@ class InvalidationListener:
     async def _listen_once(self) -> None:
         client = self._tier.pubsub_client()
         pubsub = client.pubsub()
+        task = asyncio.current_task()
         try:
             with translate_errors():
                 await pubsub.subscribe(self._tier.channel)
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
+                    # redis-py's read timeout can swallow a cancellation that lands while it waits; honour it.
+                    if task is not None and task.cancelling():
+                        raise asyncio.CancelledError
                     if message is None:
                         continue
                     if message["type"] == "subscribe":

@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar
 from ._breaker import CircuitBreaker
 from ._errors import (
     BackendBusyError,
+    BackendCommandError,
     CacheBackendError,
     CacheUnavailableError,
     CorruptValueError,
@@ -26,7 +27,7 @@ from ._invalidation import InvalidationListener, Notice
 from ._keys import cache_prefix, check_cache_name, school_prefix, tenant_key
 from ._memory import MemoryTier
 from ._redis import RedisTier, SyncRedisTier
-from ._serialization import Entry, decode, encode
+from ._serialization import Entry, decode_for_memory, encode
 from ._singleflight import SingleFlight
 
 log = logging.getLogger("rag_api.cache")
@@ -133,7 +134,10 @@ class CacheManager:
         self.counters.deletes += 1
         notice = Notice(self.sender, keys=(full,)).encode()
         removed = await self._redis_op(lambda r: r.delete([full], announce=notice))
-        return bool(removed) if not isinstance(removed, _Unavailable) else in_memory
+        if isinstance(removed, _Unavailable):
+            self._check_removal_shared()
+            return in_memory
+        return bool(removed)
 
     async def clear(self, school_id: int | None = None) -> int:
         """Remove one school's entries (or every school's of this cache) from Redis and every memory tier."""
@@ -141,7 +145,10 @@ class CacheManager:
         in_memory = self.memory.delete_prefix(prefix)
         notice = Notice(self.sender, prefix=prefix).encode()
         removed = await self._redis_op(lambda r: r.clear(prefix, announce=notice))
-        return in_memory if isinstance(removed, _Unavailable) else int(removed)
+        if isinstance(removed, _Unavailable):
+            self._check_removal_shared()
+            return in_memory
+        return int(removed)
 
     async def get_or_compute(
         self,
@@ -154,7 +161,14 @@ class CacheManager:
 
     # ----- lookups that say where a value came from ----------------------------------------------------
     async def lookup(self, key: str, school_id: int | None = None) -> Lookup | None:
-        return (await self._lookup([tenant_key(self.name, school_id, key)]))[0]
+        full = tenant_key(self.name, school_id, key)
+        if self._memory_trusted():  # the hot path: a memory hit, in a handful of steps
+            data = self.memory.get_nowait(full)
+            if data is not None and (entry := self._decode(data)) is not None:
+                self.counters.hits += 1
+                self.counters.memory_hits += 1
+                return Lookup(entry.value, "memory", True)
+        return (await self._lookup([full]))[0]
 
     async def lookup_many(self, keys: Sequence[str], school_id: int | None = None) -> list[Lookup | None]:
         return await self._lookup([tenant_key(self.name, school_id, k) for k in keys])
@@ -274,18 +288,21 @@ class CacheManager:
             if entry is not None:
                 self._count_hit("memory")
                 return entry.value
-        elif data is not None and (entry := self._decode(data)) is not None:
-            self.memory.set_nowait(full, data, self._remaining(entry))
+        elif data is not None and (decoded := self._decode_for_memory(data))[0] is not None:
+            found, memory_data = decoded
+            assert found is not None
+            self.memory.set_nowait(full, memory_data, self._remaining(found))
             self._count_hit("redis")
-            return entry.value
+            return found.value
         self.counters.misses += 1
         return None
 
     def set_sync(self, key: str, value: Any, ttl: float | None = None, school_id: int | None = None) -> None:
         full = tenant_key(self.name, school_id, key)
         seconds = self._ttl(ttl)
-        data = encode(value, expires_at=time.time() + seconds)
-        self.memory.set_nowait(full, data, seconds)
+        expires_at = time.time() + seconds
+        data = encode(value, expires_at=expires_at)
+        self.memory.set_nowait(full, encode(value, expires_at=expires_at, compact=False), seconds)
         self.counters.sets += 1
         notice = Notice(self.sender, keys=(full,)).encode()
         self._sync_op(lambda r: r.set(full, data, seconds, announce=notice))
@@ -295,13 +312,19 @@ class CacheManager:
         in_memory = self.memory.delete_nowait(full)
         self.counters.deletes += 1
         removed = self._sync_op(lambda r: r.delete([full], announce=Notice(self.sender, keys=(full,)).encode()))
-        return bool(removed) if not isinstance(removed, _Unavailable) else in_memory
+        if isinstance(removed, _Unavailable):
+            self._check_removal_shared()
+            return in_memory
+        return bool(removed)
 
     def clear_sync(self, school_id: int | None = None) -> int:
         prefix = cache_prefix(self.name) if school_id is None else school_prefix(self.name, school_id)
         in_memory = self.memory.delete_prefix(prefix)
         removed = self._sync_op(lambda r: r.clear(prefix, announce=Notice(self.sender, prefix=prefix).encode()))
-        return in_memory if isinstance(removed, _Unavailable) else int(removed)
+        if isinstance(removed, _Unavailable):
+            self._check_removal_shared()
+            return in_memory
+        return int(removed)
 
     def get_or_compute_sync(
         self, key: str, compute: Callable[[], Any], ttl: float | None = None, school_id: int | None = None
@@ -322,6 +345,17 @@ class CacheManager:
         return value
 
     # ----- internals -----------------------------------------------------------------------------------
+    def _check_removal_shared(self) -> None:
+        """A delete or clear that reached only this process's memory: fine without Redis, an error with it.
+
+        Unlike a lost write (a later miss), a lost removal would let the removed value come back from Redis
+        once it returns, so the caller must know.
+        """
+        if self.redis is not None:
+            raise CacheUnavailableError(
+                f"Redis is unavailable: the {self.name} cache removed the entries from this process's memory only"
+            )
+
     def _memory_trusted(self) -> bool:
         """Memory may be served while subscribed to invalidations, or while Redis is known to be down."""
         return self.redis is None or self._subscribed or not self.breaker.closed
@@ -339,11 +373,14 @@ class CacheManager:
         return entry.expires_at - time.time() if entry.expires_at else math.inf
 
     def _decode(self, data: bytes) -> Entry | None:
+        return self._decode_for_memory(data)[0]
+
+    def _decode_for_memory(self, data: bytes) -> tuple[Entry | None, bytes]:
         try:
-            return decode(data)
+            return decode_for_memory(data)
         except CorruptValueError:
             self.counters.corrupt += 1
-            return None
+            return None, data
 
     def _memory_entry(self, full: str) -> Entry | None:
         data = self.memory.get_nowait(full)
@@ -380,7 +417,12 @@ class CacheManager:
         pending = [i for i, lk in enumerate(found) if lk is None]
         if pending:
             generation = self._generation
-            datas = await self._redis_op(lambda r: r.get_many([fulls[i] for i in pending]))
+            if len(pending) == 1:
+                only = fulls[pending[0]]
+                one = await self._redis_op(lambda r: r.get(only))
+                datas: list[bytes | None] | _Unavailable = one if isinstance(one, _Unavailable) else [one]
+            else:
+                datas = await self._redis_op(lambda r: r.get_many([fulls[i] for i in pending]))
             if isinstance(datas, _Unavailable):
                 if not trusted:  # Redis just failed: memory is the fallback now
                     for i in pending:
@@ -388,12 +430,13 @@ class CacheManager:
                             found[i] = Lookup(entry.value, "memory", True)
             else:
                 for i, data in zip(pending, datas, strict=True):
-                    if data is None or (entry := self._decode(data)) is None:
+                    if data is None:
                         continue
-                    if refresh and self._wants_refresh(entry):
+                    entry, memory_data = self._decode_for_memory(data)
+                    if entry is None or (refresh and self._wants_refresh(entry)):
                         continue
                     if generation == self._generation:
-                        self.memory.set_nowait(fulls[i], data, self._remaining(entry))
+                        self.memory.set_nowait(fulls[i], memory_data, self._remaining(entry))
                     found[i] = Lookup(entry.value, "redis", True)
         for lk in found:
             if lk is None:
@@ -404,9 +447,11 @@ class CacheManager:
 
     async def _store(self, values: dict[str, Any], seconds: float, *, delta: float = 0.0) -> None:
         expires_at = time.time() + seconds
-        datas = {full: encode(v, expires_at=expires_at, delta=delta) for full, v in values.items()}
-        for full, data in datas.items():
-            self.memory.set_nowait(full, data, seconds)
+        datas = {}
+        for full, value in values.items():
+            datas[full] = data = encode(value, expires_at=expires_at, delta=delta)
+            plain = data if data[1] not in b"FA" else encode(value, expires_at=expires_at, delta=delta, compact=False)
+            self.memory.set_nowait(full, plain, seconds)
         self.counters.sets += len(datas)
         notice = Notice(self.sender, keys=tuple(datas)).encode()
         await self._redis_op(lambda r: r.set_many(datas, seconds, announce=notice))
@@ -424,7 +469,7 @@ class CacheManager:
             return self._fallback()
         try:
             result = await op(self.redis)
-        except BackendBusyError:
+        except (BackendBusyError, BackendCommandError):  # Redis is busy or refused one command: not an outage
             self.counters.errors += 1
             return self._fallback()
         except CacheBackendError as exc:
@@ -454,7 +499,8 @@ class CacheManager:
             result = op(self.sync_redis)
         except CacheBackendError as exc:
             self.counters.errors += 1
-            if not isinstance(exc, BackendBusyError) and self.breaker.record_failure():
+            outage = not isinstance(exc, BackendBusyError | BackendCommandError)
+            if outage and self.breaker.record_failure():
                 log.warning("%s cache: Redis failed (%s); serving from memory", self.name, exc)
             return self._fallback()
         self.breaker.record_success()

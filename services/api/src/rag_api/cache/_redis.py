@@ -2,8 +2,11 @@
 
 One client (and pool) per process and event loop, built lazily inside the running loop: a client bound to a
 loop that asyncio.run() has closed, or inherited across a fork, is never reused. Every call has a budget:
-connect and read timeouts, a bounded wait for a pooled connection, and no retries (redis-py 8 retries 10
-times with backoff by default, which would turn one dead Redis into seconds of latency per request).
+connect and read timeouts, a bounded wait for a pooled connection, and no blind retries: redis-py 8 retries
+10 times with backoff by default, which would turn one dead Redis into seconds of latency per request. We
+allow one immediate retry on a connection error only, which is what a pooled connection that died with a
+restarted Redis needs (the retry reconnects); a timeout is never retried, so a frozen Redis costs one read
+timeout, and a dead one costs a refused connect.
 """
 
 from __future__ import annotations
@@ -11,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -22,7 +25,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ._errors import BackendBusyError, CacheBackendError
+from ._errors import BackendBusyError, BackendCommandError, CacheBackendError
 
 Claim: TypeAlias = tuple[bool, bytes | None]  # (this caller won the lease, the value stored now)
 
@@ -45,14 +48,14 @@ class RedisOptions:
     socket_timeout: float = 0.25
     pool_timeout: float = 0.25
 
-    def async_client(self, *, socket_timeout: float | None = -1.0) -> aredis.Redis:
+    def async_client(self, *, socket_timeout: float | None = None) -> aredis.Redis:
         return aredis.Redis.from_url(
             self.url,
             protocol=self.protocol,
             max_connections=self.max_connections,
             socket_connect_timeout=self.connect_timeout,
-            socket_timeout=self.socket_timeout if socket_timeout == -1.0 else socket_timeout,
-            retry=AsyncRetry(NoBackoff(), 0),
+            socket_timeout=socket_timeout,
+            retry=AsyncRetry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
             health_check_interval=0,
         )
 
@@ -64,9 +67,17 @@ class RedisOptions:
             timeout=self.pool_timeout,
             socket_connect_timeout=self.connect_timeout,
             socket_timeout=self.socket_timeout,
-            retry=Retry(NoBackoff(), 0),
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
         )
         return redis.Redis(connection_pool=pool)
+
+
+def backend_error(exc: BaseException) -> CacheBackendError:
+    """Our error for a Redis, socket or timeout error: an error reply is a command error, the rest an outage."""
+    message = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, redis.ResponseError):
+        return BackendCommandError(message)
+    return CacheBackendError(message)
 
 
 @contextmanager
@@ -75,7 +86,7 @@ def translate_errors() -> Iterator[None]:
     try:
         yield
     except (redis.RedisError, OSError, TimeoutError) as exc:
-        raise CacheBackendError(f"{type(exc).__name__}: {exc}") from exc
+        raise backend_error(exc) from exc
 
 
 def _glob_escape(text: str) -> str:
@@ -87,12 +98,19 @@ def pick_info(info: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class RedisTier:
-    """Async Redis tier; writes can announce themselves on the invalidation channel in the same round trip."""
+    """Async Redis tier; writes can announce themselves on the invalidation channel in the same round trip.
+
+    Every operation runs inside `_call()`: a pooled-connection slot (bounded wait), one time budget for the
+    whole operation (`REDIS_SOCKET_TIMEOUT`, pipelines included), and the translation of Redis errors. The
+    budget is an `asyncio.timeout` rather than redis-py's socket timeout, whose write path costs a Task per
+    command on Python 3.11; redis-py drops a connection whose command was interrupted, so none is reused
+    half-read.
+    """
 
     def __init__(self, options: RedisOptions, *, channel: str, factory: Callable[[], aredis.Redis] | None = None):
         self.options = options
         self.channel = channel
-        self._factory = factory or options.async_client
+        self._factory = factory or (lambda: options.async_client(socket_timeout=None))
         self._owner: tuple[asyncio.AbstractEventLoop, int] | None = None
         self._client: aredis.Redis | None = None
         self._slots: asyncio.Semaphore | None = None
@@ -105,15 +123,8 @@ class RedisTier:
         return self._client
 
     def pubsub_client(self) -> aredis.Redis:
-        """A client for the invalidation listener: reads block on get_message's own timeout, not socket_timeout."""
-        if self._factory is not self.options.async_client:
-            return self._factory()
-        return self.options.async_client(socket_timeout=None)
-
-    @contextmanager
-    def _boundary(self) -> Iterator[aredis.Redis]:
-        with translate_errors():
-            yield self.client()
+        """A client for the invalidation listener: reads block on get_message's own timeout."""
+        return self._factory()
 
     async def _acquire_slot(self) -> asyncio.Semaphore:
         self.client()
@@ -129,23 +140,33 @@ class RedisTier:
             await slots.acquire()
         return slots
 
-    async def get(self, key: str) -> bytes | None:
+    @asynccontextmanager
+    async def _call(self) -> AsyncIterator[aredis.Redis]:
         slots = await self._acquire_slot()
         try:
-            with self._boundary() as c:
-                return await c.get(key)  # type: ignore[return-value]  # no decode_responses: bytes
+            async with asyncio.timeout(self.options.socket_timeout):
+                yield self.client()
+        except (redis.RedisError, OSError, TimeoutError) as exc:
+            raise backend_error(exc) from exc
+        finally:
+            slots.release()
+
+    async def get(self, key: str) -> bytes | None:
+        # The hottest path, written out: the same steps as _call() without the generator's few µs.
+        slots = await self._acquire_slot()
+        try:
+            async with asyncio.timeout(self.options.socket_timeout):
+                return await self.client().get(key)  # type: ignore[return-value]  # no decode_responses: bytes
+        except (redis.RedisError, OSError, TimeoutError) as exc:
+            raise backend_error(exc) from exc
         finally:
             slots.release()
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:
             return []
-        slots = await self._acquire_slot()
-        try:
-            with self._boundary() as c:
-                return list(await c.mget(keys))  # type: ignore[arg-type]  # no decode_responses: bytes
-        finally:
-            slots.release()
+        async with self._call() as c:
+            return list(await c.mget(keys))  # type: ignore[arg-type]  # no decode_responses: bytes
 
     async def set(self, key: str, data: bytes, ttl: float, *, announce: bytes | None = None) -> None:
         await self.set_many({key: data}, ttl, announce=announce)
@@ -154,54 +175,40 @@ class RedisTier:
         if not items:
             return
         px = max(1, int(ttl * 1000))
-        slots = await self._acquire_slot()
-        try:
-            with self._boundary() as c:
-                if len(items) == 1 and announce is None:
-                    ((key, data),) = items.items()
-                    await c.set(key, data, px=px)
-                    return
-                async with c.pipeline(transaction=False) as pipe:
-                    for key, data in items.items():
-                        pipe.set(key, data, px=px)
-                    if announce is not None:
-                        pipe.publish(self.channel, announce)
-                    await pipe.execute()
-        finally:
-            slots.release()
+        async with self._call() as c:
+            if len(items) == 1 and announce is None:
+                ((key, data),) = items.items()
+                await c.set(key, data, px=px)
+                return
+            async with c.pipeline(transaction=False) as pipe:
+                for key, data in items.items():
+                    pipe.set(key, data, px=px)
+                if announce is not None:
+                    pipe.publish(self.channel, announce)
+                await pipe.execute()
 
     async def delete(self, keys: Sequence[str], *, announce: bytes | None = None) -> int:
-        slots = await self._acquire_slot()
-        try:
-            with self._boundary() as c:
-                async with c.pipeline(transaction=False) as pipe:
-                    pipe.unlink(*keys)
-                    if announce is not None:
-                        pipe.publish(self.channel, announce)
-                    results = await pipe.execute()
-                return int(results[0])
-        finally:
-            slots.release()
+        async with self._call() as c, c.pipeline(transaction=False) as pipe:
+            pipe.unlink(*keys)
+            if announce is not None:
+                pipe.publish(self.channel, announce)
+            results = await pipe.execute()
+        return int(results[0])
 
     async def clear(self, prefix: str, *, announce: bytes | None = None) -> int:
-        """SCAN + UNLINK in batches (never KEYS or FLUSHDB), then announce once."""
-        removed = 0
-        slots = await self._acquire_slot()
-        try:
-            with self._boundary() as c:
-                batch: list[bytes] = []
-                async for key in c.scan_iter(match=_glob_escape(prefix) + "*", count=_CLEAR_BATCH):
-                    batch.append(key)
-                    if len(batch) >= _CLEAR_BATCH:
-                        removed += await c.unlink(*batch)
-                        batch.clear()
-                if batch:
-                    removed += await c.unlink(*batch)
-                if announce is not None:
-                    await c.publish(self.channel, announce)
-            return removed
-        finally:
-            slots.release()
+        """SCAN + UNLINK in batches (never KEYS or FLUSHDB), each batch in its own budget, then announce once."""
+        removed, cursor, pattern = 0, 0, _glob_escape(prefix) + "*"
+        while True:
+            async with self._call() as c:
+                cursor, keys = await c.scan(cursor=cursor, match=pattern, count=_CLEAR_BATCH)
+                if keys:
+                    removed += await c.unlink(*keys)
+            if cursor == 0:
+                break
+        if announce is not None:
+            async with self._call() as c:
+                await c.publish(self.channel, announce)
+        return removed
 
     async def claim(self, keys: Sequence[str], lease_keys: Sequence[str], token: str, ttl: float) -> list[Claim]:
         """For each key, try SET NX PX on its lease, then read the value, in one round trip.
@@ -210,41 +217,31 @@ class RedisTier:
         caller that wins a lease just released still sees that value and computes nothing.
         """
         px = max(1, int(ttl * 1000))
-        slots = await self._acquire_slot()
-        try:
-            with self._boundary() as c:
-                async with c.pipeline(transaction=False) as pipe:
-                    for key, lease in zip(keys, lease_keys, strict=True):
-                        pipe.set(lease, token, nx=True, px=px)
-                        pipe.get(key)
-                    replies = await pipe.execute()
-            return [(bool(replies[i]), replies[i + 1]) for i in range(0, len(replies), 2)]
-        finally:
-            slots.release()
+        async with self._call() as c, c.pipeline(transaction=False) as pipe:
+            for key, lease in zip(keys, lease_keys, strict=True):
+                pipe.set(lease, token, nx=True, px=px)
+                pipe.get(key)
+            replies = await pipe.execute()
+        return [(bool(replies[i]), replies[i + 1]) for i in range(0, len(replies), 2)]
 
     async def release_leases(self, keys: Sequence[str], token: str) -> None:
-        if not keys:
-            return
-        slots = await self._acquire_slot()
-        try:
-            with self._boundary() as c:
+        if keys:
+            async with self._call() as c:
                 await c.eval(_RELEASE, len(keys), *keys, token)
-        finally:
-            slots.release()
 
     async def ping(self) -> bool:
-        with self._boundary() as c:
+        async with self._call() as c:
             return bool(await c.ping())
+
+    async def info(self) -> dict[str, Any]:
+        async with self._call() as c:
+            return pick_info(await c.info())
 
     async def reset_connections(self) -> None:
         """Drop every pooled connection: after Redis died they are all broken, and each would fail once."""
         if self._client is not None:
             with translate_errors():
                 await self._client.connection_pool.disconnect()
-
-    async def info(self) -> dict[str, Any]:
-        with self._boundary() as c:
-            return pick_info(await c.info())
 
     async def aclose(self) -> None:
         client, self._client, self._owner = self._client, None, None

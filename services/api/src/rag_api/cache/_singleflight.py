@@ -74,10 +74,10 @@ class SingleFlight:
                     return
                 mine, theirs, release = [], [], []
                 for full, (won, data) in zip(pending, claims, strict=True):
-                    entry = m._decode(data) if data is not None else None
-                    if entry is not None and data is not None:
+                    entry, memory_data = m._decode_for_memory(data) if data is not None else (None, b"")
+                    if entry is not None and not m._wants_refresh(entry):
                         m.counters.peer_hits += 1
-                        m.memory.set_nowait(full, data, m._remaining(entry))
+                        m.memory.set_nowait(full, memory_data, m._remaining(entry))
                         self._settle(full, Lookup(entry.value, "redis", True))
                         if won:
                             release.append(full)
