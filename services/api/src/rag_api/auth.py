@@ -1,0 +1,110 @@
+"""Bearer keys to tenants: a tenant key acts as its school only; the admin key names a school or acts on all."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from dataclasses import dataclass
+
+from fastapi import HTTPException
+
+from rag_api.config import DEMO_ADMIN_KEY, DEMO_TENANT_KEYS, Settings
+
+__all__ = ["KeyRing", "Principal", "school_for_data", "school_for_admin_op"]
+
+log = logging.getLogger("rag_api")
+
+_MAX_SCHOOL_ID = 2**63 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a tenant (`school_id` set) or the admin (`school_id` None)."""
+
+    school_id: int | None
+    is_admin: bool
+
+
+class KeyRing:
+    """The configured keys; `identify` compares against every key in constant time."""
+
+    def __init__(self, tenant_keys: dict[str, int], admin_key: str | None) -> None:
+        self._entries: list[tuple[bytes, Principal]] = [
+            (k.encode(), Principal(school_id=s, is_admin=False)) for k, s in tenant_keys.items()
+        ]
+        if admin_key:
+            self._entries.append((admin_key.encode(), Principal(school_id=None, is_admin=True)))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KeyRing:
+        """The configured keys, or the documented demo keys (with a loud warning) when none are configured."""
+        admin = settings.admin_api_key.get_secret_value() if settings.admin_api_key else None
+        tenants = dict(settings.tenant_api_keys)
+        if not tenants and admin is None:
+            tenants = {k: int(s) for k, _, s in (p.rpartition(":") for p in DEMO_TENANT_KEYS.split(","))}
+            admin = DEMO_ADMIN_KEY
+        if admin == DEMO_ADMIN_KEY or any(k.startswith("demo-school-") for k in tenants):
+            log.warning(
+                "\n%s\nSECURITY WARNING: the public DEMO API keys are in use (%s, admin %s).\n"
+                "Set TENANT_API_KEYS and ADMIN_API_KEY before exposing this service.\n%s",
+                "!" * 78,
+                ", ".join(sorted(k for k in tenants if k.startswith("demo-"))) or "-",
+                "demo-admin" if admin == DEMO_ADMIN_KEY else "(own)",
+                "!" * 78,
+            )
+        return cls(tenants, admin)
+
+    def identify(self, authorization: str | None) -> Principal:
+        """The caller behind an `Authorization: Bearer <key>` header, else 401."""
+        if not authorization:
+            raise _unauthorized("missing Authorization: Bearer <key> header")
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise _unauthorized("Authorization header must be 'Bearer <key>'")
+        presented = token.encode("utf-8", "surrogateescape")
+        found: Principal | None = None
+        for key, principal in self._entries:
+            # No early exit: the time taken does not tell which key (or how much of one) matched.
+            if hmac.compare_digest(key, presented):
+                found = principal
+        if found is None:
+            raise _unauthorized("unknown API key")
+        return found
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _parse_school(raw: str | None) -> int | None:
+    if raw is None or raw.strip() == "":
+        return None
+    value = raw.strip()
+    if not value.isascii() or not value.isdigit() or not 0 < int(value) <= _MAX_SCHOOL_ID:
+        raise HTTPException(400, detail="X-School-Id must be a positive integer")
+    return int(value)
+
+
+def school_for_data(principal: Principal, x_school_id: str | None) -> int:
+    """The school a data request (embeddings, chat) acts for; the admin must name one."""
+    named = _parse_school(x_school_id)
+    if principal.is_admin:
+        if named is None:
+            raise HTTPException(400, detail="the admin key must name a school with the X-School-Id header")
+        return named
+    assert principal.school_id is not None
+    if named is not None and named != principal.school_id:
+        raise HTTPException(403, detail="this API key may not act for another school")
+    return principal.school_id
+
+
+def school_for_admin_op(principal: Principal, x_school_id: str | None) -> int | None:
+    """The school an operation such as clear acts on: a tenant's own, the admin's named one, or None (all)."""
+    named = _parse_school(x_school_id)
+    if principal.is_admin:
+        return named
+    assert principal.school_id is not None
+    if named is not None and named != principal.school_id:
+        raise HTTPException(403, detail="this API key may not act for another school")
+    return principal.school_id

@@ -1,0 +1,52 @@
+"""Prometheus metrics; with PROMETHEUS_MULTIPROC_DIR set (gunicorn), `/metrics` sums every worker's files."""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+__all__ = [
+    "CACHE_RESULTS",
+    "CONTENT_TYPE_LATEST",
+    "EMBEDDING_ITEMS",
+    "HTTP_DURATION",
+    "HTTP_REQUESTS",
+    "UPSTREAM_DURATION",
+    "UPSTREAM_REQUESTS",
+    "render",
+]
+
+HTTP_REQUESTS = Counter("rag_http_requests_total", "HTTP requests answered", ["route", "method", "status"])
+HTTP_DURATION = Histogram(
+    "rag_http_request_duration_seconds",
+    "Time to answer an HTTP request",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+CACHE_RESULTS = Counter("rag_cache_results_total", "Cached-route answers by X-Cache value", ["route", "result"])
+EMBEDDING_ITEMS = Counter("rag_embedding_items_total", "Embedding inputs served, by cache outcome", ["outcome"])
+UPSTREAM_REQUESTS = Counter("rag_upstream_requests_total", "Calls to the model upstream", ["operation", "outcome"])
+UPSTREAM_DURATION = Histogram(
+    "rag_upstream_duration_seconds",
+    "Time the model upstream took",
+    ["operation"],
+    buckets=(0.01, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+
+
+def render() -> bytes:
+    """The exposition text: every worker's figures in multiprocess mode, else this process's registry."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)
