@@ -113,7 +113,7 @@ async def invalidation_delay(url: str, n: int) -> dict[str, Any]:
     for _ in range(1000):  # both subscribed to invalidations, within 5 s
         if a.stats()["coherent"] and b.stats()["coherent"]:
             break
-        await asyncio.sleep(0.005)  # noqa: ASYNC110 - the manager exposes no event for this; bounded poll
+        await asyncio.sleep(0.005)
     samples = []
     for i in range(n):
         await a.set("k", i, school_id=1)

@@ -20,10 +20,10 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 
 @pytest.fixture
-def redis_url(redis_server: RedisServer) -> Iterator[str]:
+def redis_url(redis_server: RedisServer) -> str:
     """The shared server's URL, emptied before each test."""
     redis_server.flushall()
-    yield redis_server.url
+    return redis_server.url
 
 
 @pytest.fixture

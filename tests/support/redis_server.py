@@ -14,8 +14,8 @@ from .wait import free_port, wait_until
 
 
 def redis_server_binary() -> str:
-    found = shutil.which("redis-server") or ("/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None)
-    if not found:
+    found = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not os.path.exists(found):
         raise RuntimeError("redis-server is not installed: run `make setup` (apt-get install redis-server)")
     return found
 

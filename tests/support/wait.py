@@ -35,7 +35,11 @@ def wait_until(predicate: Callable[[], T], *, timeout: float, interval: float = 
 
 
 async def wait_until_async(
-    predicate: Callable[[], Awaitable[T]], *, timeout: float, interval: float = 0.02, what: str = ""
+    predicate: Callable[[], Awaitable[T]],
+    *,
+    timeout: float,  # noqa: ASYNC109 - the twin of wait_until: the deadline belongs in its signature
+    interval: float = 0.02,
+    what: str = "",
 ) -> T:
     """The async twin of `wait_until`."""
     deadline = time.monotonic() + timeout
