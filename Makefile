@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 STACK := $(PY) deploy/stack.py --runtime $(RUNTIME)
 
 .PHONY: help setup system-deps test unit integration lint typecheck check up up-scaled down clean ps logs \
-        redis-stop redis-kill redis-start loadtest loadtest-ui chaos bench
+        redis-stop redis-kill redis-start replica-kill loadtest loadtest-ui chaos bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -69,6 +69,9 @@ redis-kill: ## kill Redis with SIGKILL
 
 redis-start: ## start Redis again
 	@$(STACK) redis-start
+
+replica-kill: ## SIGKILL one API replica (the runtime restarts it)
+	@$(STACK) replica-kill
 
 loadtest: $(VENV)/.installed ## Locust, headless, against the running scaled stack; writes reports/
 	$(PY) loadtest/run.py sharing

@@ -1,0 +1,108 @@
+"""What a running stack is (runtime, ports, replicas) and how it is remembered between commands."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE_FILE = "stack.json"
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+@dataclass(frozen=True)
+class Topology:
+    """The ports and shape of one stack; replicas listen on api_port, api_port + 1, ... (local runtime)."""
+
+    runtime: str
+    run_dir: Path
+    scaled: bool = False
+    replicas: int = 1
+    api_port: int = 8001
+    nginx_port: int = 8080
+    stub_port: int = 8090
+    redis_port: int = 6379
+    workers: int | None = None
+    env_file: Path = ROOT / ".env"
+
+    @property
+    def replica_ids(self) -> list[str]:
+        return [f"api-{i}" for i in range(1, self.replicas + 1)]
+
+    @property
+    def replica_ports(self) -> list[int]:
+        return [self.api_port + i for i in range(self.replicas)]
+
+    @property
+    def stub_url(self) -> str:
+        return f"http://127.0.0.1:{self.stub_port}"
+
+    @property
+    def nginx_url(self) -> str | None:
+        return f"http://127.0.0.1:{self.nginx_port}" if self.scaled else None
+
+    @property
+    def replica_urls(self) -> list[str]:
+        if self.runtime == "docker" and self.scaled:
+            return []  # replicas are reachable on the Compose network only, through nginx
+        return [f"http://127.0.0.1:{p}" for p in self.replica_ports]
+
+    @property
+    def api_url(self) -> str:
+        return self.nginx_url or f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def redis_url(self) -> str:
+        if self.runtime == "docker":
+            return "redis://redis:6379/0 (Compose network only; `docker compose exec redis redis-cli`)"
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    def info(self) -> dict[str, Any]:
+        """What `stack.py info --json` prints; the Locust helper and the tests read it."""
+        return {
+            "runtime": self.runtime,
+            "api_url": self.api_url,
+            "nginx_url": self.nginx_url,
+            "stub_url": self.stub_url,
+            "replica_urls": self.replica_urls,
+            "replica_ids": self.replica_ids if self.runtime == "local" else [],
+            "redis_url": self.redis_url,
+            "replicas": self.replicas,
+            "scaled": self.scaled,
+            "run_dir": str(self.run_dir),
+        }
+
+    def save(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        data = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
+        (self.run_dir / STATE_FILE).write_text(json.dumps(data, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, run_dir: Path) -> Topology | None:
+        """The stack last brought up from `run_dir`, or None."""
+        path = run_dir / STATE_FILE
+        if not path.exists():
+            return None
+        data = json.loads(path.read_text())
+        data["run_dir"], data["env_file"] = Path(data["run_dir"]), Path(data["env_file"])
+        return cls(**data)
+
+    def forget(self) -> None:
+        (self.run_dir / STATE_FILE).unlink(missing_ok=True)
+
+
+def default_ports() -> dict[str, int]:
+    """Default ports, overridable by STACK_* variables (the CLI options override both)."""
+    return {
+        "api_port": _env_int("STACK_API_PORT", 8001),
+        "nginx_port": _env_int("STACK_NGINX_PORT", 8080),
+        "stub_port": _env_int("STACK_STUB_PORT", 8090),
+        "redis_port": _env_int("STACK_REDIS_PORT", 6379),
+    }
