@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from ._breaker import CircuitBreaker
 from ._errors import (
@@ -42,9 +42,11 @@ class _Unavailable:
 UNAVAILABLE = _Unavailable()
 
 
-@dataclass(frozen=True, slots=True)
-class Lookup:
-    """A value and where it came from: `hit` is False, tier "none", for a value this call computed."""
+class Lookup(NamedTuple):
+    """A value and where it came from: `hit` is False, tier "none", for a value this call computed.
+
+    A NamedTuple rather than a frozen dataclass: one is made per cache hit, and it is several times cheaper.
+    """
 
     value: Any
     tier: Tier
@@ -161,14 +163,7 @@ class CacheManager:
 
     # ----- lookups that say where a value came from ----------------------------------------------------
     async def lookup(self, key: str, school_id: int | None = None) -> Lookup | None:
-        full = tenant_key(self.name, school_id, key)
-        if self._memory_trusted():  # the hot path: a memory hit, in a handful of steps
-            data = self.memory.get_nowait(full)
-            if data is not None and (entry := self._decode(data)) is not None:
-                self.counters.hits += 1
-                self.counters.memory_hits += 1
-                return Lookup(entry.value, "memory", True)
-        return (await self._lookup([full]))[0]
+        return await self._lookup_one(tenant_key(self.name, school_id, key))
 
     async def lookup_many(self, keys: Sequence[str], school_id: int | None = None) -> list[Lookup | None]:
         return await self._lookup([tenant_key(self.name, school_id, k) for k in keys])
@@ -405,7 +400,37 @@ class CacheManager:
             return False
         return time.time() - entry.delta * beta * math.log(1.0 - random.random()) >= entry.expires_at
 
+    async def _lookup_one(self, full: str, *, refresh: bool = False) -> Lookup | None:
+        """The hot path of a single key: memory, then Redis (refilling memory), then memory as the fallback."""
+        trusted = self._memory_trusted()
+        if trusted:
+            entry = self._memory_entry(full)
+            if entry is not None and not (refresh and self._wants_refresh(entry)):
+                self.counters.hits += 1
+                self.counters.memory_hits += 1
+                return Lookup(entry.value, "memory", True)
+        self._loop_state()
+        generation = self._generation
+        data = await self._redis_op(lambda r: r.get(full))
+        if isinstance(data, _Unavailable):
+            if not trusted and (entry := self._memory_entry(full)) is not None:  # Redis just failed: fall back
+                self.counters.hits += 1
+                self.counters.memory_hits += 1
+                return Lookup(entry.value, "memory", True)
+        elif data is not None:
+            entry, memory_data = self._decode_for_memory(data)
+            if entry is not None and not (refresh and self._wants_refresh(entry)):
+                if generation == self._generation:
+                    self.memory.set_nowait(full, memory_data, self._remaining(entry))
+                self.counters.hits += 1
+                self.counters.redis_hits += 1
+                return Lookup(entry.value, "redis", True)
+        self.counters.misses += 1
+        return None
+
     async def _lookup(self, fulls: list[str], *, refresh: bool = False) -> list[Lookup | None]:
+        if len(fulls) == 1:
+            return [await self._lookup_one(fulls[0], refresh=refresh)]
         self._loop_state()
         found: list[Lookup | None] = [None] * len(fulls)
         trusted = self._memory_trusted()
@@ -417,12 +442,7 @@ class CacheManager:
         pending = [i for i, lk in enumerate(found) if lk is None]
         if pending:
             generation = self._generation
-            if len(pending) == 1:
-                only = fulls[pending[0]]
-                one = await self._redis_op(lambda r: r.get(only))
-                datas: list[bytes | None] | _Unavailable = one if isinstance(one, _Unavailable) else [one]
-            else:
-                datas = await self._redis_op(lambda r: r.get_many([fulls[i] for i in pending]))
+            datas = await self._redis_op(lambda r: r.get_many([fulls[i] for i in pending]))
             if isinstance(datas, _Unavailable):
                 if not trusted:  # Redis just failed: memory is the fallback now
                     for i in pending:

@@ -25,6 +25,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from ._budget import Budget
 from ._errors import BackendBusyError, BackendCommandError, CacheBackendError
 
 Claim: TypeAlias = tuple[bool, bytes | None]  # (this caller won the lease, the value stored now)
@@ -101,10 +102,9 @@ class RedisTier:
     """Async Redis tier; writes can announce themselves on the invalidation channel in the same round trip.
 
     Every operation runs inside `_call()`: a pooled-connection slot (bounded wait), one time budget for the
-    whole operation (`REDIS_SOCKET_TIMEOUT`, pipelines included), and the translation of Redis errors. The
-    budget is an `asyncio.timeout` rather than redis-py's socket timeout, whose write path costs a Task per
-    command on Python 3.11; redis-py drops a connection whose command was interrupted, so none is reused
-    half-read.
+    whole operation (`REDIS_SOCKET_TIMEOUT`, pipelines included; see `_budget.py`), and the translation of
+    Redis errors. The budget replaces redis-py's socket timeout, whose write path costs a Task per command on
+    Python 3.11; redis-py drops a connection whose command was interrupted, so none is reused half-read.
     """
 
     def __init__(self, options: RedisOptions, *, channel: str, factory: Callable[[], aredis.Redis] | None = None):
@@ -114,6 +114,7 @@ class RedisTier:
         self._owner: tuple[asyncio.AbstractEventLoop, int] | None = None
         self._client: aredis.Redis | None = None
         self._slots: asyncio.Semaphore | None = None
+        self._budget = Budget(options.socket_timeout)
 
     def client(self) -> aredis.Redis:
         owner = (asyncio.get_running_loop(), os.getpid())
@@ -143,23 +144,33 @@ class RedisTier:
     @asynccontextmanager
     async def _call(self) -> AsyncIterator[aredis.Redis]:
         slots = await self._acquire_slot()
+        task = self._budget.start()
         try:
-            async with asyncio.timeout(self.options.socket_timeout):
-                yield self.client()
+            yield self.client()
+        except asyncio.CancelledError:
+            if self._budget.expired(task):
+                raise CacheBackendError(f"Redis did not answer within {self.options.socket_timeout}s") from None
+            raise
         except (redis.RedisError, OSError, TimeoutError) as exc:
             raise backend_error(exc) from exc
         finally:
+            self._budget.finish(task)
             slots.release()
 
     async def get(self, key: str) -> bytes | None:
         # The hottest path, written out: the same steps as _call() without the generator's few µs.
         slots = await self._acquire_slot()
+        task = self._budget.start()
         try:
-            async with asyncio.timeout(self.options.socket_timeout):
-                return await self.client().get(key)  # type: ignore[return-value]  # no decode_responses: bytes
+            return await self.client().get(key)  # type: ignore[return-value]  # no decode_responses: bytes
+        except asyncio.CancelledError:
+            if self._budget.expired(task):
+                raise CacheBackendError(f"Redis did not answer within {self.options.socket_timeout}s") from None
+            raise
         except (redis.RedisError, OSError, TimeoutError) as exc:
             raise backend_error(exc) from exc
         finally:
+            self._budget.finish(task)
             slots.release()
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
