@@ -7,7 +7,7 @@ import socket
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEMO_TENANT_KEYS = "demo-school-123:123,demo-school-456:456"
@@ -72,10 +72,11 @@ class Settings(BaseSettings):
         if not isinstance(raw, str):
             return raw
         keys: dict[str, int] = {}
-        for pair in filter(None, (p.strip() for p in raw.split(","))):
+        for number, pair in enumerate(filter(None, (p.strip() for p in raw.split(","))), start=1):
             key, sep, school = pair.rpartition(":")
             if not sep or not key or not school.isdigit() or int(school) <= 0:
-                raise ValueError(f"TENANT_API_KEYS entry {pair!r} is not 'key:positive_school_id'")
+                # The entry is named by position, never quoted: it holds a key.
+                raise ValueError(f"TENANT_API_KEYS entry {number} is not 'key:positive_school_id'")
             keys[key] = int(school)
         return keys
 
@@ -92,7 +93,24 @@ class Settings(BaseSettings):
         return demo_admin or any(k.startswith("demo-school-") for k in self.tenant_api_keys)
 
 
+class ConfigError(ValueError):
+    """Invalid configuration; the message names each environment variable and what is wrong with it."""
+
+
+def load_settings() -> Settings:
+    """Settings from the environment and `.env`, or ConfigError naming the variables (never their values,
+    which may be keys)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = [
+            f"{'_'.join(str(part) for part in error['loc']).upper() or 'configuration'}: {error['msg']}"
+            for error in exc.errors()
+        ]
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings, read once; tests call `get_settings.cache_clear()` after changing env."""
-    return Settings()
+    return load_settings()
