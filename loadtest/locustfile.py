@@ -1,0 +1,170 @@
+"""Locust users for the cache-sharing and chaos proofs: tenants asking for embeddings and chat answers.
+
+Headless runs are driven by loadtest/run.py; `make loadtest-ui` opens the same users in Locust's web UI
+(cache outcomes so far at /cache-outcomes on the UI's port).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from locust import FastHttpUser, events, task
+from locust.event import EventHook
+from locust.user.wait_time import constant_pacing
+
+# Locust puts only this folder on sys.path; the repository root makes `loadtest.*` importable.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from loadtest.keyspace import TENANT_KEYS, KeyspaceConfig, ZipfSampler, chat_body, questions, texts
+from loadtest.recorder import Recorder
+
+log = logging.getLogger("loadtest")
+RECORDER = Recorder()
+# Custom event: fired once per successful cached-route response with its cache headers.
+cache_outcome = EventHook()
+cache_outcome.add_listener(RECORDER.on_cache_outcome)
+_user_ids = itertools.count()
+
+
+@events.init_command_line_parser.add_listener
+def _add_options(parser: Any) -> None:
+    group = parser.add_argument_group("RAG cache load test")
+    group.add_argument("--timeline-out", default="", help="write the per-second timeline JSON here at exit")
+    group.add_argument("--started-file", default="", help="touch this file with the start time (for run.py)")
+    group.add_argument("--user-rps", type=float, default=4.0, help="requests per second per user (0: no pause)")
+    group.add_argument("--n-texts", type=int, default=KeyspaceConfig.n_texts, help="embedding key universe")
+    group.add_argument("--n-questions", type=int, default=KeyspaceConfig.n_questions, help="chat universe")
+    group.add_argument("--zipf-s", type=float, default=KeyspaceConfig.zipf_s, help="Zipf exponent")
+    group.add_argument("--seed", type=int, default=KeyspaceConfig.seed, help="base seed of the samplers")
+    group.add_argument("--embedding-model", default=KeyspaceConfig.embedding_model)
+    group.add_argument("--chat-model", default=KeyspaceConfig.chat_model)
+
+
+@events.init.add_listener
+def _on_init(environment: Any, **_: Any) -> None:
+    if environment.web_ui is not None:
+
+        @environment.web_ui.app.route("/cache-outcomes")
+        def _cache_outcomes() -> dict[str, Any]:
+            return {**RECORDER.totals(), "unique_keys": {k: len(v) for k, v in RECORDER.unique_keys.items()}}
+
+
+@events.request.add_listener
+def _on_request(
+    name: str, response_time: float, exception: BaseException | None = None, start_time: float | None = None, **_: Any
+) -> None:
+    RECORDER.on_request(response_time, exception, name, start_time)
+
+
+@events.test_start.add_listener
+def _on_test_start(environment: Any, **_: Any) -> None:
+    RECORDER.reset()
+    RECORDER.started_at = time.time()
+    started_file = getattr(environment.parsed_options, "started_file", "")
+    if started_file:
+        Path(started_file).write_text(f"{RECORDER.started_at}\n")
+
+
+@events.test_stop.add_listener
+def _on_test_stop(**_: Any) -> None:
+    RECORDER.stopped_at = time.time()
+    totals = RECORDER.totals()
+    log.info(
+        "cache outcomes %s, tiers %s, cross-instance hits %s, unique keys %s",
+        totals["cache"],
+        totals["tiers"],
+        totals["cross_instance_hits"],
+        {k: len(v) for k, v in RECORDER.unique_keys.items()},
+    )
+
+
+@events.quitting.add_listener
+def _on_quitting(environment: Any, **_: Any) -> None:
+    out = getattr(environment.parsed_options, "timeline_out", "")
+    if out:
+        RECORDER.dump(Path(out))
+
+
+class TenantUser(FastHttpUser):
+    """One school's client: single and batched embeddings and chat questions, drawn Zipf-skewed."""
+
+    # Longer than the API's single-flight lease (CACHE_LEASE_TTL, 10 s): a request that waits on a lease a
+    # killed replica held is slow, not failed; the phase's p95 and max latency show it.
+    network_timeout = 30.0
+    connection_timeout = 5.0
+
+    def on_start(self) -> None:
+        opts = self.environment.parsed_options
+        self.user_id = next(_user_ids)
+        self.api_key = list(TENANT_KEYS)[self.user_id % len(TENANT_KEYS)]
+        self.tenant = str(TENANT_KEYS[self.api_key])
+        self.rps = float(getattr(opts, "user_rps", 4.0))
+        self.emb_model = getattr(opts, "embedding_model", KeyspaceConfig.embedding_model)
+        self.chat_model = getattr(opts, "chat_model", KeyspaceConfig.chat_model)
+        seed = int(getattr(opts, "seed", KeyspaceConfig.seed)) + self.user_id
+        s = float(getattr(opts, "zipf_s", KeyspaceConfig.zipf_s))
+        self.texts = texts(int(getattr(opts, "n_texts", KeyspaceConfig.n_texts)))
+        self.questions = questions(int(getattr(opts, "n_questions", KeyspaceConfig.n_questions)))
+        self.text_sampler = ZipfSampler(len(self.texts), s, seed)
+        self.question_sampler = ZipfSampler(len(self.questions), s, seed + 1_000_003)
+        self.headers = {"Authorization": f"Bearer {self.api_key}"}
+
+    def wait_time(self) -> float:
+        return constant_pacing(1.0 / self.rps)(self) if self.rps > 0 else 0.0
+
+    def _post(
+        self,
+        path: str,
+        name: str,
+        body: dict[str, Any],
+        kind: str,
+        keys: list[tuple[str, ...]],
+        expect_items: int | None,
+    ) -> None:
+        RECORDER.note_keys(kind, keys)
+        with self.client.post(path, json=body, headers=self.headers, name=name, catch_response=True) as resp:
+            if resp.status_code != 200:
+                detail = resp.error if resp.status_code == 0 else (resp.text or "")[:80]
+                resp.failure(f"HTTP {resp.status_code} {detail}")
+                return
+            cache = resp.headers.get("X-Cache")
+            if not cache:
+                resp.failure("no X-Cache header")
+                return
+            if expect_items is not None:
+                data = (resp.json() or {}).get("data", [])
+                if len(data) != expect_items:
+                    resp.failure(f"{len(data)} embeddings for {expect_items} inputs")
+                    return
+            cache_outcome.fire(
+                keys=keys,
+                cache=cache.upper(),
+                tier=(resp.headers.get("X-Cache-Tier") or "none").lower(),
+                instance=resp.headers.get("X-Instance") or "?",
+            )
+
+    @task(5)
+    def embed_one(self) -> None:
+        text = self.texts[self.text_sampler.draw()]
+        body = {"model": self.emb_model, "input": text}
+        key = (self.tenant, "emb", self.emb_model, text)
+        self._post("/v1/embeddings", "POST /v1/embeddings", body, "embedding", [key], 1)
+
+    @task(2)
+    def embed_batch(self) -> None:
+        batch = [self.texts[i] for i in self.text_sampler.draw_distinct(3)]
+        body = {"model": self.emb_model, "input": batch}
+        keys: list[tuple[str, ...]] = [(self.tenant, "emb", self.emb_model, t) for t in batch]
+        self._post("/v1/embeddings", "POST /v1/embeddings [batch]", body, "embedding", keys, len(batch))
+
+    @task(3)
+    def chat(self) -> None:
+        question = self.questions[self.question_sampler.draw()]
+        key = (self.tenant, "chat", self.chat_model, question)
+        body = chat_body(self.chat_model, question)
+        self._post("/v1/chat/completions", "POST /v1/chat/completions", body, "chat", [key], None)

@@ -1,0 +1,141 @@
+"""Counts what the load users saw, second by second: requests, failures, latencies and cache outcomes.
+
+One `Recorder` lives in the Locust process. It learns which instance computed each (tenant, key) from the
+MISS/PARTIAL responses (their `X-Instance` header), so a later HIT served by another instance is counted
+as a cross-instance hit: proof that the value travelled through the shared tier.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CACHE_OUTCOMES = ("HIT", "MISS", "PARTIAL", "BYPASS")
+
+
+@dataclass
+class Second:
+    """Everything observed during one wall-clock second."""
+
+    requests: int = 0
+    failures: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    cache: Counter[str] = field(default_factory=Counter)
+    tiers: Counter[str] = field(default_factory=Counter)
+    cross_instance_hits: int = 0
+
+    def to_json(self, t: int) -> dict[str, Any]:
+        return {
+            "t": t,
+            "requests": self.requests,
+            "failures": self.failures,
+            "p95_ms": percentile(self.latencies_ms, 95),
+            "max_ms": max(self.latencies_ms, default=None),
+            "latencies_ms": [round(x, 1) for x in self.latencies_ms],
+            "cache": dict(self.cache),
+            "tiers": dict(self.tiers),
+            "cross_instance_hits": self.cross_instance_hits,
+        }
+
+
+def percentile(values: list[float], pct: float) -> float | None:
+    """Nearest-rank percentile (the value below which `pct`% of samples fall), None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+class Recorder:
+    """Per-second timeline plus run totals; `dump()` writes them as JSON for the analysis and the plot."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything (a new run from the web UI starts from zero)."""
+        self.seconds: dict[int, Second] = {}
+        self.computed_by: dict[tuple[str, ...], str] = {}
+        self.unique_keys: dict[str, set[tuple[str, ...]]] = {"embedding": set(), "chat": set()}
+        self.answered_keys: set[tuple[str, ...]] = set()
+        self.instances: Counter[str] = Counter()
+        self.failure_reasons: Counter[str] = Counter()
+        self.started_at: float | None = None
+        self.stopped_at: float | None = None
+
+    def _second(self, now: float | None = None) -> Second:
+        t = int(now if now is not None else time.time())
+        return self.seconds.setdefault(t, Second())
+
+    def on_request(
+        self, response_time: float, exception: BaseException | None, name: str, start_time: float | None = None
+    ) -> None:
+        """Locust `request` listener body: one finished request, counted in the second it was *sent*.
+
+        Counting by start time puts a request that hangs across a phase boundary in the phase that caused it.
+        """
+        sec = self._second(start_time)
+        sec.requests += 1
+        sec.latencies_ms.append(float(response_time))
+        if exception is not None:
+            sec.failures += 1
+            self.failure_reasons[f"{name}: {str(exception)[:120]}"] += 1
+
+    def note_keys(self, kind: str, keys: list[tuple[str, ...]]) -> None:
+        """Remember the keys a request asked for, before it is sent (the 'unique keys' denominator)."""
+        self.unique_keys[kind].update(keys)
+
+    def on_cache_outcome(self, keys: list[tuple[str, ...]], cache: str, tier: str, instance: str) -> None:
+        """Custom `cache_outcome` listener body: the cache headers of one successful response."""
+        sec = self._second()
+        sec.cache[cache if cache in CACHE_OUTCOMES else "OTHER"] += 1
+        sec.tiers[tier or "none"] += 1
+        self.instances[instance] += 1
+        self.answered_keys.update(keys)
+        if cache in ("MISS", "PARTIAL"):
+            for key in keys:
+                self.computed_by.setdefault(key, instance)
+        elif cache == "HIT":
+            makers = {self.computed_by.get(key) for key in keys} - {None}
+            if makers - {instance}:
+                sec.cross_instance_hits += 1
+
+    def totals(self) -> dict[str, Any]:
+        cache: Counter[str] = Counter()
+        tiers: Counter[str] = Counter()
+        for sec in self.seconds.values():
+            cache.update(sec.cache)
+            tiers.update(sec.tiers)
+        return {
+            "requests": sum(s.requests for s in self.seconds.values()),
+            "failures": sum(s.failures for s in self.seconds.values()),
+            "cache": dict(cache),
+            "tiers": dict(tiers),
+            "cross_instance_hits": sum(s.cross_instance_hits for s in self.seconds.values()),
+            "instances": dict(self.instances),
+            "failure_reasons": dict(self.failure_reasons.most_common(20)),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "started_at": self.started_at,
+            "stopped_at": self.stopped_at,
+            "seconds": [sec.to_json(t) for t, sec in sorted(self.seconds.items())],
+            "totals": self.totals(),
+            "unique_keys": {kind: len(keys) for kind, keys in self.unique_keys.items()},
+            "unanswered_keys": sorted(
+                "|".join(k) for keys in self.unique_keys.values() for k in keys - self.answered_keys
+            )[:20],
+        }
+
+    def dump(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.to_json()))
+        tmp.replace(path)

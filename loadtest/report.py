@@ -1,0 +1,82 @@
+"""The short verdict table printed at the end of a run (plain text, readable in a terminal or CI log)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _fmt(value: Any, kind: str = "") -> str:
+    if value is None:
+        return "-"
+    if kind == "ratio":
+        return f"{value:.2f}"
+    if kind == "ms":
+        return f"{value:.0f}"
+    return str(value)
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(out)
+
+
+def print_verdict(verdict: dict[str, Any]) -> None:
+    """Phase figures, the checks with their thresholds, and one PASS/FAIL line."""
+    phases = [
+        [
+            p["phase"],
+            f"{max(0.0, p['from_s']):.0f}-{p['to_s']:.0f}",
+            str(p["requests"]),
+            f"{p['rps']:.1f}",
+            str(p["failures"]),
+            _fmt(p["p95_ms"], "ms"),
+            _fmt(p.get("max_ms"), "ms"),
+            _fmt(p["hit_ratio"], "ratio"),
+            str(p["cross_instance_hits"]),
+            _fmt(p["redis_tier_share"], "ratio"),
+        ]
+        for p in verdict["phases"]
+    ]
+    headers = [
+        "phase",
+        "t (s)",
+        "requests",
+        "req/s",
+        "failed",
+        "p95 ms",
+        "max ms",
+        "hit ratio",
+        "cross-inst hits",
+        "redis-tier share",
+    ]
+    print()
+    print(f"== {verdict['scenario']} verdict ==")
+    print(_table(headers, phases))
+    stub, unique = verdict["stub"], verdict["unique_keys"]
+    print(
+        f"upstream stub: {stub.get('embedding_inputs')} embedding inputs "
+        f"({stub.get('embedding_requests')} requests), {stub.get('chat_requests')} chat requests; "
+        f"unique keys requested: {unique.get('embedding')} embedding, {unique.get('chat')} chat"
+    )
+    keys = (unique.get("embedding") or 0) + (unique.get("chat") or 0)
+    calls = (stub.get("embedding_inputs") or 0) + (stub.get("chat_requests") or 0)
+    if verdict["scenario"] == "chaos" and keys:
+        print(
+            f"upstream calls / unique keys = {calls / keys:.2f} (not a threshold here: while Redis is down each "
+            "replica computes for itself)"
+        )
+    print()
+    checks = [
+        [c["check"], str(c["value"]), c["threshold"], "PASS" if c["passed"] else "FAIL"] for c in verdict["checks"]
+    ]
+    print(_table(["check", "value", "threshold", "result"], checks))
+    print("thresholds:")
+    for line in verdict["thresholds"]:
+        print(f"  - {line}")
+    reasons = verdict["totals"].get("failure_reasons") or {}
+    for reason, n in list(reasons.items())[:5]:
+        print(f"  failure x{n}: {reason}")
+    print(f"RESULT: {'PASS' if verdict['passed'] else 'FAIL'}")

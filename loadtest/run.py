@@ -1,0 +1,263 @@
+"""`run.py sharing|chaos`: headless Locust against the running scaled stack, then reports and a verdict.
+
+sharing: tenants hammer a Zipf-skewed key mix through nginx; passes when nothing fails, some hits were
+served by another instance than the one that computed the value, and the upstream stub was called
+exactly once per unique key. chaos: the same load while Redis is killed and restarted and a replica is
+killed, at fixed offsets; passes when nothing fails, p95 stays bounded and the hit ratio comes back.
+Writes reports/<scenario>_*.csv, <scenario>.html, <scenario>_timeline.png and <scenario>_verdict.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+# Run as a script (`python loadtest/run.py`): make the repository root importable.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from loadtest.analysis import (
+    CHAOS_PLAN,
+    Phase,
+    Thresholds,
+    chaos_checks,
+    chaos_phases,
+    phase_figures,
+    phase_start,
+    sharing_checks,
+    summary_line,
+    warm_baseline,
+    widen,
+)
+from loadtest.plot import plot_timeline
+from loadtest.report import print_verdict
+from loadtest.stackctl import REPO, ActionRecord, Stack, clear_caches, stub_stats, wait_healthy
+
+DEFAULTS = {"sharing": {"users": 20, "duration": 60.0}, "chaos": {"users": 20, "duration": 75.0}}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="loadtest/run.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("scenario", choices=sorted(DEFAULTS))
+    p.add_argument("--users", type=int, help="concurrent Locust users (default 20)")
+    p.add_argument("--duration", type=float, help="seconds of load (default 60 sharing, 75 chaos)")
+    p.add_argument("--user-rps", type=float, default=4.0, help="requests/s per user (default 4)")
+    p.add_argument("--host", help="base URL of nginx (default: from `stack.py info`, else :8080)")
+    p.add_argument("--stub-url", help="base URL of the upstream stub (default: from `stack.py info`, else :8090)")
+    p.add_argument("--runtime", default="auto", help="stack runtime for info and chaos commands")
+    p.add_argument("--stack-args", default="", help="extra options for deploy/stack.py (run dir, ports)")
+    p.add_argument("--reports", type=Path, default=REPO / "reports", help="output folder")
+    p.add_argument("--seed", type=int, default=20240601)
+    p.add_argument("--no-replica-kill", action="store_true", help="chaos: skip the replica kill")
+    th = Thresholds()
+    p.add_argument("--p95-factor", type=float, default=th.p95_factor)
+    p.add_argument("--p95-slack-ms", type=float, default=th.p95_slack_ms)
+    p.add_argument("--recovery-s", type=float, default=th.recovery_s)
+    p.add_argument("--hit-tolerance", type=float, default=th.hit_tolerance)
+    args = p.parse_args(argv)
+    args.users = args.users or DEFAULTS[args.scenario]["users"]
+    args.duration = args.duration or DEFAULTS[args.scenario]["duration"]
+    return args
+
+
+def locust_command(args: argparse.Namespace, prefix: Path, timeline: Path, started: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(REPO / "loadtest" / "locustfile.py"),
+        "--headless",
+        "--host",
+        args.host,
+        "-u",
+        str(args.users),
+        "-r",
+        str(max(1, args.users)),
+        "-t",
+        f"{round(args.duration)}s",
+        "--stop-timeout",
+        "10",
+        "--csv",
+        str(prefix),
+        "--csv-full-history",
+        "--html",
+        f"{prefix}.html",
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
+        "--timeline-out",
+        str(timeline),
+        "--started-file",
+        str(started),
+        "--user-rps",
+        str(args.user_rps),
+        "--seed",
+        str(args.seed),
+    ]
+
+
+def wait_for_file(path: Path, proc: subprocess.Popen[bytes], timeout: float) -> float | None:
+    """The start time Locust wrote to `path`, or None if Locust died or did not start in time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if path.exists() and path.read_text().strip():
+            return float(path.read_text())
+        time.sleep(0.05)
+    return None
+
+
+def drive_chaos(
+    stack: Stack, t0: float, duration: float, skip_replica: bool, records: list[ActionRecord], stop: threading.Event
+) -> None:
+    """Run each chaos command at its fixed offset from the load's start, printing a timestamped line."""
+    for action, _phase, frac in CHAOS_PLAN:
+        due = phase_start(t0, frac, duration)
+        if stop.wait(max(0.0, due - time.time())):
+            return
+        if not action or (skip_replica and action == "replica-kill"):
+            continue
+        rec = stack.act(action, due)
+        records.append(rec)
+        stamp = time.strftime("%H:%M:%S", time.localtime(rec.started_at))
+        print(
+            f"[{stamp}] t+{rec.started_at - t0:5.1f}s {action}: rc={rec.returncode} "
+            f"({rec.finished_at - rec.started_at:.2f}s)",
+            flush=True,
+        )
+
+
+def discover(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
+    info = stack.info() if not (args.host and args.stub_url) else None
+    if not (args.host and args.stub_url) and info is None:
+        print("note: `stack.py info` did not answer; using http://127.0.0.1:8080 and :8090", flush=True)
+    info = info or {}
+    args.host = (args.host or info.get("nginx_url") or "http://127.0.0.1:8080").rstrip("/")
+    args.stub_url = (args.stub_url or info.get("stub_url") or "http://127.0.0.1:8090").rstrip("/")
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    th = Thresholds(args.p95_factor, args.p95_slack_ms, args.recovery_s, args.hit_tolerance)
+    stack = Stack(args.runtime, args.stack_args)
+    info = discover(args, stack)
+    if not wait_healthy(args.host, timeout=15):
+        print(f"error: {args.host}/cache/health does not answer; is the scaled stack up (make up-scaled)?")
+        return 2
+    errors = clear_caches([args.host, *info.get("replica_urls", [])])
+    if errors:
+        print("warning: cache clear failed on", "; ".join(errors), flush=True)
+    stub_stats(args.stub_url, reset=True)
+
+    args.reports.mkdir(parents=True, exist_ok=True)
+    prefix = args.reports / args.scenario
+    timeline_path, started_path = Path(f"{prefix}_timeline.json"), Path(f"{prefix}.started")
+    for stale in (timeline_path, started_path):
+        stale.unlink(missing_ok=True)
+    print(
+        f"{args.scenario}: {args.users} users x {args.user_rps:g} req/s for {args.duration:g} s "
+        f"against {args.host} (stub {args.stub_url})",
+        flush=True,
+    )
+    proc = subprocess.Popen(locust_command(args, prefix, timeline_path, started_path), cwd=REPO)
+    records: list[ActionRecord] = []
+    stop = threading.Event()
+    driver = None
+    try:
+        t0 = wait_for_file(started_path, proc, timeout=60)
+        if t0 is None:
+            print("error: Locust did not start")
+            return 2
+        if args.scenario == "chaos":
+            driver = threading.Thread(
+                target=drive_chaos, daemon=True, args=(stack, t0, args.duration, args.no_replica_kill, records, stop)
+            )
+            driver.start()
+        proc.wait(timeout=args.duration + 90)
+    finally:
+        stop.set()
+        if driver is not None:
+            driver.join(timeout=70)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if any(r.name == "redis-kill" for r in records) and not any(r.name == "redis-start" for r in records):
+            stack.act("redis-start", time.time())  # never leave the stack without Redis
+        started_path.unlink(missing_ok=True)
+    return report(args, th, t0, timeline_path, records)
+
+
+def report(
+    args: argparse.Namespace, th: Thresholds, t0: float, timeline_path: Path, records: list[ActionRecord]
+) -> int:
+    if not timeline_path.exists():
+        print(f"error: Locust wrote no timeline ({timeline_path})")
+        return 2
+    timeline = json.loads(timeline_path.read_text())
+    stub = stub_stats(args.stub_url)
+    end = float(timeline["stopped_at"] or time.time())
+    p95_bound = warm_level = None
+    if args.scenario == "chaos":
+        phases = widen(chaos_phases(t0, end, args.duration, args.no_replica_kill), timeline)
+        figures = [phase_figures(timeline, ph) for ph in phases]
+        redis_start = next((r.started_at for r in records if r.name == "redis-start"), None)
+        checks = chaos_checks(timeline, phases, figures, redis_start, th)
+        checks += [
+            {
+                "check": f"command {r.name}",
+                "value": f"rc={r.returncode}",
+                "threshold": "rc=0",
+                "passed": r.returncode == 0,
+            }
+            for r in records
+        ]
+        warm_p95, warm_level = warm_baseline(timeline, phases[0])
+        if warm_p95 is not None:
+            p95_bound = th.p95_factor * warm_p95 + th.p95_slack_ms
+    else:
+        phases = widen([Phase("run", t0, end)], timeline)
+        figures = [phase_figures(timeline, phases[0])]
+        checks = sharing_checks(figures[0], timeline["unique_keys"], stub)
+    passed = all(c["passed"] for c in checks)
+    png = args.reports / f"{args.scenario}_timeline.png"
+    plot_timeline(
+        timeline,
+        phases,
+        png,
+        p95_bound_ms=p95_bound,
+        warm_hit_level=warm_level,
+        subtitle=summary_line(figures, timeline["unique_keys"], stub),
+        title=f"{args.scenario}: {args.users} users, {args.duration:g} s, {args.host} - {'PASS' if passed else 'FAIL'}",
+    )
+    verdict = {
+        "scenario": args.scenario,
+        "passed": passed,
+        "host": args.host,
+        "users": args.users,
+        "duration_s": args.duration,
+        "user_rps": args.user_rps,
+        "started_at": t0,
+        "thresholds": th.describe(args.scenario),
+        "checks": checks,
+        "phases": figures,
+        "stub": stub,
+        "unique_keys": timeline["unique_keys"],
+        "totals": timeline["totals"],
+        "actions": [r.to_json() for r in records],
+        "png": str(png),
+    }
+    verdict_path = args.reports / f"{args.scenario}_verdict.json"
+    verdict_path.write_text(json.dumps(verdict, indent=2))
+    print_verdict(verdict)
+    print(f"reports: {args.reports}/{args.scenario}_*.csv, {args.scenario}.html, {png.name}, {verdict_path.name}")
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Short versions of `make loadtest` and `make chaos` against a local scaled stack of our own, and a negative
+control: with the Redis->memory fallback switched off, the chaos check must fail."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.wait import free_port, port_open
+
+pytestmark = [pytest.mark.integration, pytest.mark.loadtest]
+
+REPO = Path(__file__).resolve().parents[2]
+STACK = REPO / "deploy" / "stack.py"
+RUN = REPO / "loadtest" / "run.py"
+
+
+def _free_port_run(count: int, taken: set[int]) -> int:
+    """A first port such that it and the next `count - 1` are free (replicas listen on consecutive ports)."""
+    for _ in range(50):
+        base = free_port()
+        run = range(base, base + count)
+        if base + count < 65535 and not taken & set(run) and not any(port_open(p) for p in run):
+            return base
+    raise RuntimeError(f"no run of {count} free ports found")
+
+
+class LocalStack:
+    """A local-runtime scaled stack on free ports in its own run dir, brought up and down by deploy/stack.py."""
+
+    def __init__(self, run_dir: Path, replicas: int, env: dict[str, str]) -> None:
+        ports = {name: free_port() for name in ("nginx", "stub", "redis")}
+        ports["api"] = _free_port_run(replicas, taken=set(ports.values()))
+        self.args = " ".join([f"--run-dir {shlex.quote(str(run_dir))}", *(f"--{k}-port {v}" for k, v in ports.items())])
+        self.replicas = replicas
+        self.env = {**os.environ, **env}
+
+    def stack(self, *cmd: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, str(STACK), "--runtime", "local", *shlex.split(self.args), *cmd]
+        return subprocess.run(
+            argv, cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+    def up(self) -> dict[str, Any]:
+        done = self.stack("up", "--scaled", "--replicas", str(self.replicas), timeout=180)
+        assert done.returncode == 0, f"stack up failed:\n{done.stdout}\n{done.stderr}"
+        info = self.stack("info", "--json")
+        assert info.returncode == 0, info.stderr
+        return dict(json.loads(info.stdout))
+
+    def down(self) -> None:
+        self.stack("down")
+
+    def loadtest(
+        self, scenario: str, reports: Path, *extra: str, timeout: float = 150
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [
+            sys.executable,
+            str(RUN),
+            scenario,
+            "--runtime",
+            "local",
+            "--stack-args",
+            self.args,
+            "--reports",
+            str(reports),
+            *extra,
+        ]
+        return subprocess.run(
+            argv, cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+
+@pytest.fixture
+def stack_factory(tmp_path: Path) -> Iterator[Any]:
+    """Starts local scaled stacks on demand and always takes them down after the test."""
+    started: list[LocalStack] = []
+
+    def start(name: str, replicas: int, env: dict[str, str] | None = None) -> LocalStack:
+        stack = LocalStack(tmp_path / name, replicas, env or {})
+        started.append(stack)
+        stack.up()
+        return stack
+
+    yield start
+    for stack in started:
+        stack.down()
+
+
+def _verdict(reports: Path, scenario: str) -> dict[str, Any]:
+    return dict(json.loads((reports / f"{scenario}_verdict.json").read_text()))
+
+
+def test_sharing_and_chaos_pass_on_scaled_stack(stack_factory: Any, tmp_path: Path) -> None:
+    """A 15 s sharing run and a 30 s chaos run pass: no failures, cross-instance hits, one upstream call per key."""
+    stack = stack_factory("scaled", 3)
+    reports = tmp_path / "reports"
+    sharing = stack.loadtest("sharing", reports, "--duration", "15", "--users", "10")
+    assert sharing.returncode == 0, sharing.stdout[-4000:] + sharing.stderr[-2000:]
+    verdict = _verdict(reports, "sharing")
+    assert verdict["phases"][0]["failures"] == 0
+    assert verdict["phases"][0]["cross_instance_hits"] > 0
+    assert verdict["stub"]["embedding_inputs"] == verdict["unique_keys"]["embedding"]
+    assert verdict["stub"]["chat_requests"] == verdict["unique_keys"]["chat"]
+    for name in ("sharing.html", "sharing_stats.csv", "sharing_timeline.png"):
+        assert (reports / name).stat().st_size > 0, name
+
+    chaos = stack.loadtest("chaos", reports, "--duration", "30", "--users", "10")
+    assert chaos.returncode == 0, chaos.stdout[-4000:] + chaos.stderr[-2000:]
+    verdict = _verdict(reports, "chaos")
+    assert [p["phase"] for p in verdict["phases"]] == ["warm", "redis-down", "redis-back", "replica-down", "recovered"]
+    assert all(p["failures"] == 0 for p in verdict["phases"]), chaos.stdout[-4000:]
+    assert (reports / "chaos_timeline.png").stat().st_size > 0
+
+
+def test_chaos_fails_when_fallback_is_off(stack_factory: Any, tmp_path: Path) -> None:
+    """With CACHE_FALLBACK_ENABLED=false, killing Redis makes requests fail and the chaos run exits non-zero."""
+    stack = stack_factory("no-fallback", 2, {"CACHE_FALLBACK_ENABLED": "false"})
+    reports = tmp_path / "reports"
+    chaos = stack.loadtest("chaos", reports, "--duration", "15", "--users", "10", "--no-replica-kill")
+    assert chaos.returncode == 1, chaos.stdout[-4000:] + chaos.stderr[-2000:]
+    phases = {p["phase"]: p for p in _verdict(reports, "chaos")["phases"]}
+    assert phases["redis-down"]["failures"] > 0, chaos.stdout[-4000:]
+    assert phases["warm"]["failures"] == 0, chaos.stdout[-4000:]
