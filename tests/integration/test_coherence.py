@@ -130,6 +130,19 @@ def test_a_dead_lease_holder_is_taken_over_once(start_workers: StartWorkers, red
     assert elapsed < lease_ttl + compute + 0.5, f"took {elapsed:.2f}s"
 
 
+def test_a_computation_longer_than_the_lease_is_not_duplicated(start_workers: StartWorkers, redis_url: str) -> None:
+    """A holder computing for 2.5 lease TTLs renews its lease, so the waiting process never computes too."""
+    holder, waiter = start_workers(redis_url, count=2, CACHE_LEASE_TTL="0.4")
+    holder.send(op="burst", keys=["long"], n=1, seconds=1.0)
+    with holder_redis(redis_url) as raw:
+        wait_until(lambda: raw.exists("lease:cache:embedding:school:1:long"), timeout=5, what="holder has the lease")
+    waiter.send(op="burst", keys=["long"], n=10, seconds=0.01)
+    assert holder.recv() == ["long"]
+    assert waiter.recv() == ["long"] * 10
+    assert holder.call(op="computes") == 1
+    assert waiter.call(op="computes") == 0
+
+
 def holder_redis(url: str):  # type: ignore[no-untyped-def]
     import redis
 

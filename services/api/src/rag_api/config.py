@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     cache_fallback_enabled: bool = True
     cache_breaker_failure_threshold: PositiveInt = 1
     cache_breaker_probe_interval: PositiveFloat = 0.25
-    cache_lease_ttl: PositiveFloat = 10.0
+    cache_lease_ttl: PositiveFloat = 3.0
     cache_lease_wait: PositiveFloat = 30.0
     cache_lease_poll_interval: PositiveFloat = 0.05
     cache_ttl_jitter: Annotated[float, Field(ge=0, lt=1)] = 0.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -22,8 +23,13 @@ __all__ = [
     "HTTP_REQUESTS",
     "UPSTREAM_DURATION",
     "UPSTREAM_REQUESTS",
+    "child",
     "render",
 ]
+
+M = TypeVar("M", Counter, Histogram)
+_MAX_CHILDREN = 4096
+_children: dict[tuple[object, tuple[str, ...]], object] = {}
 
 HTTP_REQUESTS = Counter("rag_http_requests_total", "HTTP requests answered", ["route", "method", "status"])
 HTTP_DURATION = Histogram(
@@ -41,6 +47,17 @@ UPSTREAM_DURATION = Histogram(
     ["operation"],
     buckets=(0.01, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+
+
+def child(metric: M, *labels: str) -> M:
+    """`metric.labels(*labels)`, remembered: `labels()` validates and locks on every call, a dict lookup does not."""
+    key = (metric, labels)
+    found = _children.get(key)
+    if found is None:
+        found = metric.labels(*labels)
+        if len(_children) < _MAX_CHILDREN:  # label values clients choose (the method) must not grow this forever
+            _children[key] = found
+    return found  # type: ignore[return-value]
 
 
 def render() -> bytes:

@@ -8,7 +8,7 @@ from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rag_api.errors import error_response
-from rag_api.metrics import HTTP_DURATION, HTTP_REQUESTS
+from rag_api.metrics import HTTP_DURATION, HTTP_REQUESTS, child
 
 __all__ = ["ServiceMiddleware"]
 
@@ -67,8 +67,8 @@ class ServiceMiddleware:
         route = scope.get("route")
         # The route template, never the raw path: label values stay few whatever clients send.
         label = getattr(route, "path", None) or "unmatched"
-        HTTP_REQUESTS.labels(label, scope.get("method", ""), str(status)).inc()
-        HTTP_DURATION.labels(label).observe(time.perf_counter() - started)
+        child(HTTP_REQUESTS, label, scope.get("method", ""), str(status)).inc()
+        child(HTTP_DURATION, label).observe(time.perf_counter() - started)
 
 
 def _content_length(scope: Scope) -> int | None:

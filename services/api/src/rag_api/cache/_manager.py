@@ -60,7 +60,7 @@ class CachePolicy:
     default_ttl: float = 3600.0
     fallback_enabled: bool = True
     probe_interval: float = 0.25
-    lease_ttl: float = 10.0
+    lease_ttl: float = 3.0
     lease_wait: float = 30.0
     lease_poll_interval: float = 0.05
     ttl_jitter: float = 0.0

@@ -32,6 +32,11 @@ Claim: TypeAlias = tuple[bool, bytes | None]  # (this caller won the lease, the 
 
 # Compare-and-delete: a lease is released only by the holder whose token it still carries.
 _RELEASE = "for _, k in ipairs(KEYS) do if redis.call('get', k) == ARGV[1] then redis.call('del', k) end end"
+# Compare-and-extend: a holder keeps its leases alive while it computes, and only its own.
+_EXTEND = (
+    "local n = 0 for _, k in ipairs(KEYS) do "
+    "if redis.call('get', k) == ARGV[1] then redis.call('pexpire', k, ARGV[2]) n = n + 1 end end return n"
+)
 _CLEAR_BATCH = 500
 _INFO_FIELDS = (
     "redis_version", "uptime_in_seconds", "connected_clients", "used_memory", "used_memory_human",
@@ -239,6 +244,13 @@ class RedisTier:
         if keys:
             async with self._call() as c:
                 await c.eval(_RELEASE, len(keys), *keys, token)
+
+    async def extend_leases(self, keys: Sequence[str], token: str, ttl: float) -> int:
+        """Push back the expiry of the leases this token still holds; returns how many it holds."""
+        if not keys:
+            return 0
+        async with self._call() as c:
+            return int(await c.eval(_EXTEND, len(keys), *keys, token, max(1, int(ttl * 1000))))
 
     async def ping(self) -> bool:
         async with self._call() as c:

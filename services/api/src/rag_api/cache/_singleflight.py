@@ -1,5 +1,10 @@
 """Single flight: one computation per missing key, inside a process (shared futures) and across processes
-(a short Redis lease per key, `SET NX PX`, whose holder computes while the others wait for its value)."""
+(a short Redis lease per key, `SET NX PX`, whose holder computes while the others wait for its value).
+
+The lease is short (CACHE_LEASE_TTL, 3 s) and its holder renews it every third of that while it computes:
+a computation may take as long as the upstream allows without a second one starting elsewhere, and a
+holder that dies stalls the others for one lease TTL at most.
+"""
 
 from __future__ import annotations
 
@@ -120,6 +125,7 @@ class SingleFlight:
         from ._manager import Lookup
 
         started = time.monotonic()
+        renewal = self._loop.create_task(self._renew(mine, token)) if token is not None else None
         try:
             values = list(await compute_many([named[f] for f in mine]))
             if len(values) != len(mine):
@@ -129,8 +135,18 @@ class SingleFlight:
             for full, value in zip(mine, values, strict=True):
                 self._settle(full, Lookup(value, "none", False))
         finally:
+            if renewal is not None:
+                renewal.cancel()
             if token is not None:
                 await self._release(mine, token)
+
+    async def _renew(self, fulls: list[str], token: str) -> None:
+        ttl = self._m.policy.lease_ttl
+        leases = [lease_key(f) for f in fulls]
+        while True:
+            await asyncio.sleep(ttl / 3)
+            with contextlib.suppress(CacheUnavailableError):
+                await self._m._redis_op(lambda r: r.extend_leases(leases, token, ttl))
 
     async def _release(self, fulls: list[str], token: str) -> None:
         leases = [lease_key(f) for f in fulls]

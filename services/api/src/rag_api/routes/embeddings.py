@@ -1,24 +1,26 @@
 """`POST /v1/embeddings`: OpenAI-compatible, each (model, dimensions, input) cached per school as array('f').
 
 An `array('f')` is stored compactly in Redis and plainly in memory, and turns into either encoding without
-parsing: `tobytes()` is exactly what OpenAI's base64 carries, `tolist()` the float form.
+parsing: its buffer is exactly what OpenAI's base64 carries, `tolist()` the float form. The base64 answer
+is assembled as bytes (base64 never needs JSON escaping), so a vector is encoded once, never re-encoded.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from array import array
+from binascii import b2a_base64
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal, cast
 
 import orjson
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from rag_api.cache import Lookup
-from rag_api.deps import CacheMode, CacheModeDep, Services, ServicesDep, TenantDep
-from rag_api.metrics import CACHE_RESULTS, EMBEDDING_ITEMS
+from rag_api.deps import CacheMode, Services, cache_mode_of, json_body, tenant_of
+from rag_api.metrics import CACHE_RESULTS, EMBEDDING_ITEMS, child
 from rag_api.routes.headers import BYPASS_HEADERS, cache_headers
 from rag_api.upstream import EmbeddingInput
 
@@ -92,29 +94,56 @@ def _vector(packed: bytes) -> array[float]:
     return floats
 
 
-def _encode(vector: array[float], fmt: str) -> str | list[float]:
-    if fmt == "base64":
-        return base64.b64encode(vector.tobytes()).decode("ascii")
-    return vector.tolist()
+def base64_body(vectors: Sequence[array[float]], model: str, tokens: int) -> bytes:
+    """The response body with base64 vectors, byte for byte what `orjson.dumps` makes of the same object."""
+    parts = [b'{"object":"list","data":[']
+    for i, vector in enumerate(vectors):
+        parts += (b',{"object":"embedding","index":' if i else b'{"object":"embedding","index":', b"%d" % i)
+        parts += (b',"embedding":"', b2a_base64(vector, newline=False), b'"}')
+    parts += (
+        b'],"model":',
+        orjson.dumps(model),
+        b',"usage":{"prompt_tokens":%d,"total_tokens":%d}}' % (tokens, tokens),
+    )
+    return b"".join(parts)
 
 
-@router.post("/v1/embeddings")
-async def create_embeddings(
-    body: EmbeddingsRequest, school_id: TenantDep, services: ServicesDep, mode: CacheModeDep
-) -> Response:
+def float_body(vectors: Sequence[array[float]], model: str, tokens: int) -> bytes:
+    """The response body with vectors as JSON numbers."""
+    data = [{"object": "embedding", "index": i, "embedding": v.tolist()} for i, v in enumerate(vectors)]
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return orjson.dumps({"object": "list", "data": data, "model": model, "usage": usage})
+
+
+_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": EmbeddingsRequest.model_json_schema()}},
+    }
+}
+
+
+@router.post("/v1/embeddings", openapi_extra=_SCHEMA)
+async def create_embeddings(request: Request) -> Response:
     """Embed `input`; cached inputs come from the cache, the rest from one upstream call."""
+    # No FastAPI dependencies or body parameter here: this is the hot path (see rag_api.deps).
+    school_id = tenant_of(request)
+    mode = cache_mode_of(request)
+    body = await json_body(request, EmbeddingsRequest)
+    services: Services = request.app.state.services
     items = _items(body, services)
     model, dims = body.model, body.dimensions
     ttl = services.settings.embedding_cache_ttl
     cache, upstream = services.embeddings, services.upstream
 
+    vectors: list[Any]
     if mode is not CacheMode.NORMAL:
-        vectors: list[Any] = [_vector(v) for v in await upstream.embed(model, items, dimensions=dims, user=body.user)]
+        vectors = [_vector(v) for v in await upstream.embed(model, items, dimensions=dims, user=body.user)]
         if mode is CacheMode.NO_CACHE:
             keys = [embedding_key(model, dims, it) for it in items]
             await cache.set_many(dict(zip(keys, vectors, strict=True)), ttl=ttl, school_id=school_id)
         headers = dict(BYPASS_HEADERS)
-        EMBEDDING_ITEMS.labels("bypass").inc(len(items))
+        child(EMBEDDING_ITEMS, "bypass").inc(len(items))
     else:
         by_key = {embedding_key(model, dims, it): it for it in items}
         keys = [embedding_key(model, dims, it) for it in items] if len(by_key) != len(items) else list(by_key)
@@ -127,16 +156,12 @@ async def create_embeddings(
         vectors = [lk.value for lk in lookups]
         headers = cache_headers(lookups)
         hits = sum(1 for lk in lookups if lk.hit)
-        EMBEDDING_ITEMS.labels("hit").inc(hits)
-        EMBEDDING_ITEMS.labels("miss").inc(len(lookups) - hits)
-    CACHE_RESULTS.labels("embeddings", headers["X-Cache"]).inc()
+        if hits:
+            child(EMBEDDING_ITEMS, "hit").inc(hits)
+        if hits < len(lookups):
+            child(EMBEDDING_ITEMS, "miss").inc(len(lookups) - hits)
+    child(CACHE_RESULTS, "embeddings", headers["X-Cache"]).inc()
 
-    fmt = body.encoding_format
-    tokens = _tokens(items)
-    payload = {
-        "object": "list",
-        "data": [{"object": "embedding", "index": i, "embedding": _encode(v, fmt)} for i, v in enumerate(vectors)],
-        "model": model,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    }
-    return Response(orjson.dumps(payload), media_type="application/json", headers=headers)
+    encode = base64_body if body.encoding_format == "base64" else float_body
+    content = encode(vectors, model, _tokens(items))
+    return Response(content, media_type="application/json", headers=headers)
