@@ -87,11 +87,6 @@ class Settings(BaseSettings):
             raise ValueError("ADMIN_API_KEY must differ from every key in TENANT_API_KEYS")
         return self
 
-    @property
-    def uses_demo_keys(self) -> bool:
-        demo_admin = self.admin_api_key is not None and self.admin_api_key.get_secret_value() == DEMO_ADMIN_KEY
-        return demo_admin or any(k.startswith("demo-school-") for k in self.tenant_api_keys)
-
 
 class ConfigError(ValueError):
     """Invalid configuration; the message names each environment variable and what is wrong with it."""
