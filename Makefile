@@ -15,7 +15,7 @@ STACK := $(PY) deploy/stack.py --runtime $(RUNTIME)
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-system-deps: ## redis-server and nginx from the system's packages, when missing
+system-deps: ## redis-server, nginx and wrk from the system's packages, when missing
 	@bash scripts/system-deps.sh
 
 $(VENV)/.installed: pyproject.toml

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Installs redis-server and nginx from Debian's packages when they are missing; says what to do when it can't.
+# Installs redis-server, nginx and wrk (the load generator of `make bench`) from Debian's packages when they are
+# missing; says what to do when it can't.
 set -euo pipefail
 missing=()
 command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v wrk >/dev/null 2>&1 || [ -x /usr/bin/wrk ] || missing+=(wrk)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "system-deps: installing ${missing[*]} with apt-get"

@@ -27,6 +27,7 @@ class StubState:
     latency_ms: float = 150.0
     dim: int = 1536
     fail_status: int = 0
+    chat_chars: int = 0  # pad chat answers to this many characters (0: as they come)
     embedding_requests: int = 0
     embedding_inputs: int = 0
     chat_requests: int = 0
@@ -58,13 +59,16 @@ class ChatRequest(BaseModel):
 class Control(BaseModel):
     latency_ms: float | None = Field(default=None, ge=0)
     fail_status: int | None = Field(default=None, ge=0, le=599)
+    chat_chars: int | None = Field(default=None, ge=0, le=1_000_000)
 
 
 def create_app(state: StubState | None = None) -> FastAPI:
-    """An app with its own counters; latency and dimension default to STUB_LATENCY_MS and STUB_DIM."""
+    """An app with its own counters; latency, dimension and chat answer length default to STUB_LATENCY_MS,
+    STUB_DIM and STUB_CHAT_CHARS."""
     st = state or StubState(
         latency_ms=float(os.environ.get("STUB_LATENCY_MS", "150")),
         dim=int(os.environ.get("STUB_DIM", "1536")),
+        chat_chars=int(os.environ.get("STUB_CHAT_CHARS", "0")),
     )
     app = FastAPI(title="upstream stub", version="1.0")
     app.state.stub = st
@@ -114,7 +118,7 @@ def create_app(state: StubState | None = None) -> FastAPI:
         st.chat_requests += 1
         await behave()
         extra = sorted((k, repr(v)) for k, v in (body.model_extra or {}).items())
-        content = chat_answer(body.model, body.messages, extra)
+        content = chat_answer(body.model, body.messages, extra, length=st.chat_chars)
         digest = hashlib.sha256(content.encode()).hexdigest()[:24]
         prompt_tokens = sum(len(str(m.get("content", ""))) // 4 + 1 for m in body.messages)
         completion_tokens = len(content) // 4 + 1
@@ -161,7 +165,9 @@ def create_app(state: StubState | None = None) -> FastAPI:
             st.latency_ms = body.latency_ms
         if body.fail_status is not None:
             st.fail_status = body.fail_status
-        return {"latency_ms": st.latency_ms, "fail_status": st.fail_status}
+        if body.chat_chars is not None:
+            st.chat_chars = body.chat_chars
+        return {"latency_ms": st.latency_ms, "fail_status": st.fail_status, "chat_chars": st.chat_chars}
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

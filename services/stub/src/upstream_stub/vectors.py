@@ -35,9 +35,14 @@ def embedding_vector(model: str, text: str, dim: int) -> list[float]:
     return packed.tolist()
 
 
-def chat_answer(model: str, messages: list[dict[str, object]], extra: object = None) -> str:
-    """A deterministic answer: a digest of everything that shapes it, then an echo of the last user message."""
+def chat_answer(model: str, messages: list[dict[str, object]], extra: object = None, *, length: int = 0) -> str:
+    """A deterministic answer: a digest of everything that shapes it, then an echo of the last user message;
+    padded with filler words to `length` characters when it is shorter."""
     digest = hashlib.sha256(repr((model, messages, extra)).encode()).hexdigest()[:12]
     last = next((m.get("content") for m in reversed(messages) if m.get("role") == "user"), "")
     text = last if isinstance(last, str) else repr(last)
-    return f"[stub {digest}] You asked: {text[:200]}"
+    answer = f"[stub {digest}] You asked: {text[:200]}"
+    if len(answer) < length:
+        filler = " The cached answer goes on, word after word, as a long completion would."
+        answer = (answer + filler * (1 + (length - len(answer)) // len(filler)))[:length]
+    return answer
