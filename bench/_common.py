@@ -6,7 +6,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -18,13 +17,9 @@ from typing import Any
 
 import redis
 
+from deploy.ports import free_port
+
 REPORTS = Path(__file__).resolve().parent.parent / "reports"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager

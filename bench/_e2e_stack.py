@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,31 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from deploy.local import LocalRuntime
+from deploy.ports import stack_ports
 from deploy.topology import Topology
-
-from ._common import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 STACK = ROOT / "deploy" / "stack.py"
 # Public demo keys (.env.example); the bench's stack never reads the developer's .env.
 TENANT = "demo-school-123"
 ADMIN = "demo-admin"
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _free_run(count: int, taken: set[int]) -> int:
-    """A first port such that it and the next `count - 1` are free (local replicas use consecutive ports)."""
-    for _ in range(50):
-        base = free_port()
-        ports = set(range(base, base + count))
-        if base + count < 65535 and not taken & ports and not any(_port_open(p) for p in ports):
-            return base
-    raise RuntimeError(f"no run of {count} free ports found")
 
 
 def wait(predicate: Callable[[], object], *, timeout: float, what: str, interval: float = 0.05) -> None:
@@ -79,8 +61,7 @@ class BenchStack:
     """One local stack (scaled behind nginx or a single API) on free ports under a temporary run dir."""
 
     def __init__(self, run_dir: Path, *, replicas: int, scaled: bool, env: dict[str, str] | None = None) -> None:
-        ports = {name: free_port() for name in ("nginx", "stub", "redis")}
-        ports["api"] = _free_run(replicas, set(ports.values()))
+        ports = stack_ports(replicas)
         self.run_dir = run_dir
         self.replicas, self.scaled = replicas, scaled
         self.options = ["--runtime", "local", "--run-dir", str(run_dir), "--env-file", str(run_dir / "no.env")]

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.wait import free_port, port_open
+from deploy.ports import stack_ports
 
 pytestmark = [pytest.mark.integration, pytest.mark.loadtest]
 
@@ -23,22 +23,11 @@ STACK = REPO / "deploy" / "stack.py"
 RUN = REPO / "loadtest" / "run.py"
 
 
-def _free_port_run(count: int, taken: set[int]) -> int:
-    """A first port such that it and the next `count - 1` are free (replicas listen on consecutive ports)."""
-    for _ in range(50):
-        base = free_port()
-        run = range(base, base + count)
-        if base + count < 65535 and not taken & set(run) and not any(port_open(p) for p in run):
-            return base
-    raise RuntimeError(f"no run of {count} free ports found")
-
-
 class LocalStack:
     """A local-runtime scaled stack on free ports in its own run dir, brought up and down by deploy/stack.py."""
 
     def __init__(self, run_dir: Path, replicas: int, env: dict[str, str]) -> None:
-        ports = {name: free_port() for name in ("nginx", "stub", "redis")}
-        ports["api"] = _free_port_run(replicas, taken=set(ports.values()))
+        ports = stack_ports(replicas)
         self.args = " ".join([f"--run-dir {shlex.quote(str(run_dir))}", *(f"--{k}-port {v}" for k, v in ports.items())])
         self.replicas = replicas
         self.env = {**os.environ, **env}

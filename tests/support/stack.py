@@ -11,20 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .wait import free_port, port_open
+from deploy.ports import stack_ports
 
 REPO = Path(__file__).resolve().parents[2]
 STACK = REPO / "deploy" / "stack.py"
-
-
-def free_port_run(count: int, taken: set[int]) -> int:
-    """A first port such that it and the next `count - 1` are free (local replicas use consecutive ports)."""
-    for _ in range(50):
-        base = free_port()
-        ports = set(range(base, base + count))
-        if base + count < 65535 and not taken & ports and not any(port_open(p) for p in ports):
-            return base
-    raise RuntimeError(f"no run of {count} free ports found")
 
 
 def descendants(root: int) -> set[int]:
@@ -59,8 +49,7 @@ class LocalStack:
     """`deploy/stack.py --runtime local` with a private run dir and free ports; `pids()` lists what it runs."""
 
     def __init__(self, run_dir: Path, replicas: int, env: dict[str, str] | None = None) -> None:
-        ports = {name: free_port() for name in ("nginx", "stub", "redis")}
-        ports["api"] = free_port_run(replicas, taken=set(ports.values()))
+        ports = stack_ports(replicas)
         self.ports = ports
         self.run_dir = run_dir
         self.replicas = replicas

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from deploy.ports import free_port, port_open
+
+__all__ = ["free_port", "port_open", "wait_until", "wait_until_async"]
+
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(predicate: Callable[[], T], *, timeout: float, interval: float = 0.02, what: str = "") -> T:
@@ -54,11 +50,3 @@ async def wait_until_async(
         if time.monotonic() >= deadline:
             raise TimeoutError(f"not true within {timeout}s: {what or predicate!r} (last error: {last_exc!r})")
         await asyncio.sleep(interval)
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.2):
-            return True
-    except OSError:
-        return False
