@@ -1,0 +1,59 @@
+"""How long after `redis-start` every replica of the running stack reports `healthy` again.
+
+Run against a running scaled stack (`make up-scaled`): `.venv/bin/python bench/redis_recovery.py [trials]`.
+Each trial kills Redis, sends requests to every replica (which opens their breakers, as traffic would),
+starts Redis, and polls every replica's /cache/health until all say healthy (at most 5 s).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+STACK = [sys.executable, str(ROOT / "deploy" / "stack.py")]
+HEADERS = {"Authorization": "Bearer demo-school-123"}
+
+
+def main(trials: int) -> int:
+    info = json.loads(subprocess.run([*STACK, "info", "--json"], check=True, capture_output=True, text=True).stdout)
+    replicas: list[str] = info["replica_urls"] or [info["api_url"]]
+    with httpx.Client(timeout=5) as client:
+
+        def status(url: str) -> str:
+            return str(client.get(f"{url}/cache/health").json()["status"])
+
+        took = []
+        for trial in range(trials):
+            subprocess.run([*STACK, "redis-kill"], check=True, capture_output=True)
+            for url in replicas:
+                for i in range(3):
+                    text = f"recovery {trial}-{i}-{time.time()}"
+                    client.post(f"{url}/v1/embeddings", headers=HEADERS, json={"model": "m", "input": text})
+                    client.post(
+                        f"{url}/v1/chat/completions",
+                        headers=HEADERS,
+                        json={"model": "m", "messages": [{"role": "user", "content": text}]},
+                    ).raise_for_status()
+            if any(status(url) != "degraded" for url in replicas):
+                print("a replica did not report degraded while Redis was down", file=sys.stderr)
+                return 1
+            subprocess.run([*STACK, "redis-start"], check=True, capture_output=True)
+            started, pending = time.monotonic(), set(replicas)
+            while pending and time.monotonic() - started < 5:
+                pending = {url for url in pending if status(url) != "healthy"}
+            if pending:
+                print(f"still not healthy after 5 s: {sorted(pending)}", file=sys.stderr)
+                return 1
+            took.append(time.monotonic() - started)
+    print(f"every replica healthy after redis-start returned: {', '.join(f'{t:.3f} s' for t in took)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(int(sys.argv[1]) if len(sys.argv) > 1 else 3))
