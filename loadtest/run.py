@@ -10,6 +10,7 @@ Writes reports/<scenario>_*.csv, <scenario>.html, <scenario>_timeline.png and <s
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 # Run as a script (`python loadtest/run.py`): make the repository root importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -132,6 +134,17 @@ def drive_chaos(
         )
 
 
+def is_loopback(url: str) -> bool:
+    """Load goes only to this machine: 127.0.0.0/8, ::1 or localhost."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def discover(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     info = stack.info() if not (args.host and args.stub_url) else None
     if not (args.host and args.stub_url) and info is None:
@@ -147,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     th = Thresholds(args.p95_factor, args.p95_slack_ms, args.recovery_s, args.hit_tolerance)
     stack = Stack(args.runtime, args.stack_args)
     info = discover(args, stack)
+    if not (is_loopback(args.host) and is_loopback(args.stub_url)):
+        print(f"error: load goes only to this machine (127.0.0.1); refusing {args.host} / {args.stub_url}")
+        return 2
     if not wait_healthy(args.host, timeout=15):
         print(f"error: {args.host}/cache/health does not answer; is the scaled stack up (make up-scaled)?")
         return 2
