@@ -29,22 +29,26 @@ def build_cache(name: str, settings: Settings, *, default_ttl: float | None = No
         lease_poll_interval=settings.cache_lease_poll_interval,
         ttl_jitter=settings.cache_ttl_jitter,
         early_refresh_beta=settings.cache_early_refresh_beta,
+        breaker_failure_threshold=settings.cache_breaker_failure_threshold,
     )
-    manager = CacheManager(name, memory=memory, policy=policy)
-    manager.breaker.failure_threshold = settings.cache_breaker_failure_threshold
-    if settings.redis_enabled:
-        options = RedisOptions(
-            url=settings.redis_url,
-            max_connections=settings.redis_max_connections,
-            protocol=settings.redis_protocol,
-            connect_timeout=settings.redis_connect_timeout,
-            socket_timeout=settings.redis_socket_timeout,
-            pool_timeout=settings.redis_pool_timeout,
-        )
-        channel = f"cache:{name}:invalidations"
-        manager.redis = RedisTier(options, channel=channel)
-        manager.sync_redis = SyncRedisTier(options, channel=channel)
-    return manager
+    if not settings.redis_enabled:
+        return CacheManager(name, memory=memory, policy=policy)
+    options = RedisOptions(
+        url=settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        protocol=settings.redis_protocol,
+        connect_timeout=settings.redis_connect_timeout,
+        socket_timeout=settings.redis_socket_timeout,
+        pool_timeout=settings.redis_pool_timeout,
+    )
+    channel = f"cache:{name}:invalidations"
+    return CacheManager(
+        name,
+        memory=memory,
+        redis=RedisTier(options, channel=channel),
+        sync_redis=SyncRedisTier(options, channel=channel),
+        policy=policy,
+    )
 
 
 def _shared(name: str, default_ttl: int) -> CacheManager:

@@ -65,6 +65,7 @@ class CachePolicy:
     lease_poll_interval: float = 0.05
     ttl_jitter: float = 0.0
     early_refresh_beta: float = 0.0
+    breaker_failure_threshold: int = 1
 
 
 @dataclass(slots=True)
@@ -113,7 +114,7 @@ class CacheManager:
         self.memory = memory
         self.redis = redis
         self.sync_redis = sync_redis
-        self.breaker = CircuitBreaker()
+        self.breaker = CircuitBreaker(self.policy.breaker_failure_threshold)
         self.counters = CacheCounters()
         self.sender = uuid.uuid4().hex
         self._subscribed = False
