@@ -54,13 +54,15 @@ class RedisOptions:
     socket_timeout: float = 0.25
     pool_timeout: float = 0.25
 
-    def async_client(self, *, socket_timeout: float | None = None) -> aredis.Redis:
+    def async_client(self) -> aredis.Redis:
+        """No socket timeout: RedisTier's per-operation budget bounds every call (see `_budget.py`), and the
+        invalidation listener's reads wait on get_message's own timeout."""
         return aredis.Redis.from_url(
             self.url,
             protocol=self.protocol,
             max_connections=self.max_connections,
             socket_connect_timeout=self.connect_timeout,
-            socket_timeout=socket_timeout,
+            socket_timeout=None,
             retry=AsyncRetry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
             health_check_interval=0,
         )
@@ -115,7 +117,7 @@ class RedisTier:
     def __init__(self, options: RedisOptions, *, channel: str, factory: Callable[[], aredis.Redis] | None = None):
         self.options = options
         self.channel = channel
-        self._factory = factory or (lambda: options.async_client(socket_timeout=None))
+        self._factory = factory or options.async_client
         self._owner: tuple[asyncio.AbstractEventLoop, int] | None = None
         self._client: aredis.Redis | None = None
         self._slots: asyncio.Semaphore | None = None
