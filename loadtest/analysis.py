@@ -82,13 +82,32 @@ def _sum_counts(secs: list[dict[str, Any]], field: str) -> dict[str, int]:
     return out
 
 
-def phase_figures(timeline: dict[str, Any], phase: Phase, upstream_calls: int | None = None) -> dict[str, Any]:
-    """What one phase saw; `failures` already counts mapped errors as failures outside the model phases."""
+def model_windows(phases: list[Phase]) -> list[tuple[float, float]]:
+    """Where a mapped model error on a cold key is expected: each model phase, and the second before it (a
+    request sent then is still waiting for the model when it starts failing)."""
+    return [(ph.start - 1.0, ph.end) for ph in phases if ph.name in MODEL_PHASES]
+
+
+def in_windows(t: float, windows: list[tuple[float, float]]) -> bool:
+    """True when the bucket starting at `t` has its midpoint in one of the windows."""
+    return any(start <= t + 0.5 < end for start, end in windows)
+
+
+def phase_figures(
+    timeline: dict[str, Any],
+    phase: Phase,
+    upstream_calls: int | None = None,
+    windows: list[tuple[float, float]] | None = None,
+) -> dict[str, Any]:
+    """What one phase saw; `failures` counts mapped errors outside the model windows (default: the phase
+    itself when it is a model phase) as failures."""
     secs = seconds_in(timeline, phase.start, phase.end)
     requests = sum(s["requests"] for s in secs)
     tiers, mapped = _sum_counts(secs, "tiers"), _sum_counts(secs, "mapped")
     served = sum(tiers.values())
-    model_phase = phase.name in MODEL_PHASES
+    if windows is None:
+        windows = [(phase.start, phase.end)] if phase.name in MODEL_PHASES else []
+    unexpected = sum(sum(s.get("mapped", {}).values()) for s in secs if not in_windows(s["t"], windows))
     hard = sum(s["failures"] for s in secs)
     warm_failures = sum(s.get("warm_failures", 0) for s in secs)
     cold_latencies = [x for s in secs for x in s.get("cold_latencies_ms", [])]
@@ -98,7 +117,7 @@ def phase_figures(timeline: dict[str, Any], phase: Phase, upstream_calls: int | 
         "to_s": round(phase.end - timeline["started_at"], 1),
         "requests": requests,
         "rps": round(requests / max(1e-9, phase.end - phase.start), 1),
-        "failures": hard + (0 if model_phase else sum(mapped.values())),
+        "failures": hard + unexpected,
         "warm_requests": sum(s.get("warm_requests", 0) for s in secs),
         "warm_failures": warm_failures,
         "cold_requests": len(cold_latencies),

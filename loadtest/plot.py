@@ -11,7 +11,8 @@ matplotlib.use("Agg")  # no display: reports are written by headless runs and CI
 
 import matplotlib.pyplot as plt
 
-from loadtest.plan import MODEL_PHASES, Phase
+from loadtest.analysis import in_windows, model_windows
+from loadtest.plan import Phase
 from loadtest.recorder import percentile
 
 PHASE_COLOURS = {
@@ -70,7 +71,8 @@ def plot_timeline(
 
     ax_rps.plot(xs, [s["requests"] for s in secs], color="#2b6cb0", label="requests/s")
     # A mapped model error on a cold key is expected in the model phases and a failure anywhere else.
-    in_model = [any(p.start <= s["t"] + 0.5 < p.end and p.name in MODEL_PHASES for p in phases) for s in secs]
+    windows = model_windows(phases)
+    in_model = [in_windows(s["t"], windows) for s in secs]
     mapped = [sum(s.get("mapped", {}).values()) for s in secs]
     failed = [s["failures"] + (0 if m else n) for s, m, n in zip(secs, in_model, mapped, strict=True)]
     expected = [n if m else 0 for m, n in zip(in_model, mapped, strict=True)]

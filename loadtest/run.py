@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from loadtest.analysis import (
     Thresholds,
     chaos_checks,
+    model_windows,
     notes,
     phase_figures,
     sharing_checks,
@@ -228,7 +229,8 @@ def chaos_verdict(
     end = float(timeline["stopped_at"] or time.time())
     phases = widen(chaos_phases(t0, end, args.duration, args.no_replica_kill, args.no_model_phases), timeline)
     calls = upstream_calls_by_phase(snapshots, stub) if stub else {}
-    figures = [phase_figures(timeline, ph, calls.get(ph.name)) for ph in phases]
+    windows = model_windows(phases)
+    figures = [phase_figures(timeline, ph, calls.get(ph.name), windows) for ph in phases]
     # Recovery is timed from when Redis was seen answering again: the end of a successful redis-start.
     redis_back = next((r.finished_at for r in records if r.name == "redis-start" and r.returncode == 0), None)
     checks = chaos_checks(timeline, phases, figures, redis_back, args.users * args.user_rps, th)

@@ -12,6 +12,7 @@ from loadtest.analysis import (
     Thresholds,
     chaos_checks,
     model_checks,
+    model_windows,
     phase_figures,
     rate_check,
     recovery_check,
@@ -280,3 +281,12 @@ def test_plan_puts_model_phases_before_redis_and_scales_to_the_run() -> None:
     short = [p.name for p in chaos_phases(T0, T0 + 15, 15, skip_replica=True, skip_model=True)]
     assert short == ["warm", "redis-down", "redis-back", "recovered"]
     assert not MODEL_PHASES & set(short)
+
+
+def test_a_mapped_error_sent_just_before_a_model_phase_is_expected() -> None:
+    """A cold miss sent in the second before the model starts failing gets its error: not a warm-phase failure."""
+    tl = timeline([second(T0 + i, warm=8, cold=2, hits=8, mapped={"502": 1} if i >= 3 else None) for i in range(6)])
+    phases = [Phase("warm", T0, T0 + 4), Phase("model-down", T0 + 4, T0 + 6)]
+    warm = phase_figures(tl, phases[0], windows=model_windows(phases))
+    assert (warm["mapped"], warm["failures"]) == ({"502": 1}, 0)
+    assert phase_figures(tl, phases[0])["failures"] == 1  # without the windows: a failure
