@@ -30,6 +30,8 @@ def build_cache(name: str, settings: Settings, *, default_ttl: float | None = No
         ttl_jitter=settings.cache_ttl_jitter,
         early_refresh_beta=settings.cache_early_refresh_beta,
         breaker_failure_threshold=settings.cache_breaker_failure_threshold,
+        stale_if_error=settings.cache_stale_if_error,
+        failure_ttl=settings.cache_failure_ttl,
     )
     if not settings.redis_enabled:
         return CacheManager(name, memory=memory, policy=policy)

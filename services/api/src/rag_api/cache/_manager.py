@@ -28,7 +28,7 @@ from ._keys import cache_prefix, check_cache_name, school_prefix, tenant_key
 from ._memory import MemoryTier
 from ._redis import RedisTier, SyncRedisTier
 from ._serialization import Entry, decode_for_memory, encode
-from ._singleflight import SingleFlight
+from ._singleflight import FailureCodec, SingleFlight
 
 log = logging.getLogger("rag_api.cache")
 T = TypeVar("T")
@@ -43,7 +43,8 @@ UNAVAILABLE = _Unavailable()
 
 
 class Lookup(NamedTuple):
-    """A value and where it came from: `hit` is False, tier "none", for a value this call computed.
+    """A value and where it came from: `hit` is False, tier "none", for a value this call computed; `stale`
+    for a value past its TTL, served because computing it again failed (fail-safe, CACHE_STALE_IF_ERROR).
 
     A NamedTuple rather than a frozen dataclass: one is made per cache hit, and it is several times cheaper.
     """
@@ -51,6 +52,7 @@ class Lookup(NamedTuple):
     value: Any
     tier: Tier
     hit: bool
+    stale: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,8 @@ class CachePolicy:
     ttl_jitter: float = 0.0
     early_refresh_beta: float = 0.0
     breaker_failure_threshold: int = 1
+    stale_if_error: float = 0.0
+    failure_ttl: float = 2.0
 
 
 @dataclass(slots=True)
@@ -84,6 +88,9 @@ class CacheCounters:
     peer_hits: int = 0
     invalidations: int = 0
     resubscribes: int = 0
+    stale_served: int = 0
+    compute_failures: int = 0
+    failures_shared: int = 0
 
 
 @dataclass(slots=True)
@@ -178,11 +185,13 @@ class CacheManager:
         compute: Callable[[], Awaitable[Any]],
         ttl: float | None = None,
         school_id: int | None = None,
+        *,
+        failures: FailureCodec | None = None,
     ) -> Lookup:
         async def compute_one(_: list[str]) -> list[Any]:
             return [await compute()]
 
-        return (await self.resolve_many([key], compute_one, ttl=ttl, school_id=school_id))[0]
+        return (await self.resolve_many([key], compute_one, ttl=ttl, school_id=school_id, failures=failures))[0]
 
     async def resolve_many(
         self,
@@ -190,20 +199,32 @@ class CacheManager:
         compute_many: Callable[[list[str]], Awaitable[Sequence[Any]]],
         ttl: float | None = None,
         school_id: int | None = None,
+        *,
+        failures: FailureCodec | None = None,
     ) -> list[Lookup]:
         """Every key's value, computing only what nobody has: one compute per key across callers and processes.
 
         `compute_many(keys)` gets the missing keys (as the caller named them) and returns their values in order.
+        When it fails and every missing key has a value past its TTL but within CACHE_STALE_IF_ERROR, those
+        values are returned with `stale=True`; otherwise its exception propagates. With `failures`, a failure
+        is shared with the processes waiting on the same keys (see `_singleflight.py`).
         """
         fulls = [tenant_key(self.name, school_id, k) for k in keys]
         named = dict(zip(fulls, keys, strict=True))
         unique = list(named)
-        found = dict(zip(unique, await self._lookup(unique, refresh=True), strict=True))
+        stale: dict[str, Lookup] = {}
+        found = dict(zip(unique, await self._lookup(unique, refresh=True, stale=stale), strict=True))
         missing = [f for f in unique if found[f] is None]
         if missing:
             flights = self._loop_state().flights
             assert flights is not None
-            results = await flights.run(missing, named, compute_many, self._ttl(ttl))
+            try:
+                results = await flights.run(missing, named, compute_many, self._ttl(ttl), failures)
+            except Exception:
+                if any(f not in stale for f in missing):
+                    raise
+                results = {f: stale[f] for f in missing}
+                self.counters.stale_served += len(missing)
             found.update(results)
         return [found[f] for f in fulls]  # type: ignore[misc]
 
@@ -275,21 +296,23 @@ class CacheManager:
     def get_sync(self, key: str, school_id: int | None = None) -> Any:
         full = tenant_key(self.name, school_id, key)
         trusted = self._memory_trusted()
-        if trusted and (entry := self._memory_entry(full)) is not None:
+        if trusted and (entry := self._memory_entry(full)) is not None and self._fresh(entry):
             self._count_hit("memory")
             return entry.value
+        generation = self._generation
         data = self._sync_op(lambda r: r.get(full))
         if isinstance(data, _Unavailable):
             entry = None if trusted else self._memory_entry(full)
-            if entry is not None:
+            if entry is not None and self._fresh(entry):
                 self._count_hit("memory")
                 return entry.value
         elif data is not None and (decoded := self._decode_for_memory(data))[0] is not None:
             found, memory_data = decoded
             assert found is not None
-            self.memory.set_nowait(full, memory_data, self._remaining(found))
-            self._count_hit("redis")
-            return found.value
+            if self._fresh(found):
+                self._refill(full, found, memory_data, generation)
+                self._count_hit("redis")
+                return found.value
         self.counters.misses += 1
         return None
 
@@ -298,10 +321,11 @@ class CacheManager:
         seconds = self._ttl(ttl)
         expires_at = time.time() + seconds
         data = encode(value, expires_at=expires_at)
-        self.memory.set_nowait(full, encode(value, expires_at=expires_at, compact=False), seconds)
+        kept = seconds + self.policy.stale_if_error
+        self.memory.set_nowait(full, encode(value, expires_at=expires_at, compact=False), kept)
         self.counters.sets += 1
         notice = Notice(self.sender, keys=(full,)).encode()
-        self._sync_op(lambda r: r.set(full, data, seconds, announce=notice))
+        self._sync_op(lambda r: r.set(full, data, kept, announce=notice))
 
     def delete_sync(self, key: str, school_id: int | None = None) -> bool:
         full = tenant_key(self.name, school_id, key)
@@ -365,8 +389,18 @@ class CacheManager:
         return float(seconds)
 
     @staticmethod
-    def _remaining(entry: Entry) -> float:
-        return entry.expires_at - time.time() if entry.expires_at else math.inf
+    def _fresh(entry: Entry) -> bool:
+        """Within its TTL; past it, an entry is kept only to be served stale when recomputing it fails."""
+        return not entry.expires_at or entry.expires_at > time.time()
+
+    def _memory_ttl(self, entry: Entry) -> float:
+        """How long memory may keep an entry read from Redis: its TTL left plus the stale grace."""
+        return entry.expires_at - time.time() + self.policy.stale_if_error if entry.expires_at else math.inf
+
+    def _refill(self, full: str, entry: Entry, memory_data: bytes, generation: int) -> None:
+        """Keep a value read from Redis in memory, unless an invalidation arrived since the read began."""
+        if generation == self._generation:
+            self.memory.set_nowait(full, memory_data, self._memory_ttl(entry))
 
     def _decode(self, data: bytes) -> Entry | None:
         return self._decode_for_memory(data)[0]
@@ -401,12 +435,27 @@ class CacheManager:
             return False
         return time.time() - entry.delta * beta * math.log(1.0 - random.random()) >= entry.expires_at
 
-    async def _lookup_one(self, full: str, *, refresh: bool = False) -> Lookup | None:
+    def _usable(
+        self, entry: Entry | None, refresh: bool, full: str, tier: Tier, stale: dict[str, Lookup] | None
+    ) -> bool:
+        """Whether `entry` answers a lookup; an entry past its TTL is set aside in `stale` instead."""
+        if entry is None:
+            return False
+        if not self._fresh(entry):
+            # Kept for fail-safe only within the grace (a peer's clock or an older setting may say otherwise).
+            if stale is not None and time.time() - entry.expires_at <= self.policy.stale_if_error:
+                stale[full] = Lookup(entry.value, tier, False, True)
+            return False
+        return not (refresh and self._wants_refresh(entry))
+
+    async def _lookup_one(
+        self, full: str, *, refresh: bool = False, stale: dict[str, Lookup] | None = None
+    ) -> Lookup | None:
         """The hot path of a single key: memory, then Redis (refilling memory), then memory as the fallback."""
         trusted = self._memory_trusted()
         if trusted:
             entry = self._memory_entry(full)
-            if entry is not None and not (refresh and self._wants_refresh(entry)):
+            if entry is not None and self._usable(entry, refresh, full, "memory", stale):
                 self.counters.hits += 1
                 self.counters.memory_hits += 1
                 return Lookup(entry.value, "memory", True)
@@ -414,31 +463,37 @@ class CacheManager:
         generation = self._generation
         data = await self._redis_op(lambda r: r.get(full))
         if isinstance(data, _Unavailable):
-            if not trusted and (entry := self._memory_entry(full)) is not None:  # Redis just failed: fall back
+            # Redis just failed: memory is the fallback now.
+            if not trusted and self._usable(entry := self._memory_entry(full), False, full, "memory", stale):
+                assert entry is not None
                 self.counters.hits += 1
                 self.counters.memory_hits += 1
                 return Lookup(entry.value, "memory", True)
         elif data is not None:
             entry, memory_data = self._decode_for_memory(data)
-            if entry is not None and not (refresh and self._wants_refresh(entry)):
-                if generation == self._generation:
-                    self.memory.set_nowait(full, memory_data, self._remaining(entry))
+            if entry is not None:
+                self._refill(full, entry, memory_data, generation)
+            if self._usable(entry, refresh, full, "redis", stale):
+                assert entry is not None
                 self.counters.hits += 1
                 self.counters.redis_hits += 1
                 return Lookup(entry.value, "redis", True)
         self.counters.misses += 1
         return None
 
-    async def _lookup(self, fulls: list[str], *, refresh: bool = False) -> list[Lookup | None]:
+    async def _lookup(
+        self, fulls: list[str], *, refresh: bool = False, stale: dict[str, Lookup] | None = None
+    ) -> list[Lookup | None]:
         if len(fulls) == 1:
-            return [await self._lookup_one(fulls[0], refresh=refresh)]
+            return [await self._lookup_one(fulls[0], refresh=refresh, stale=stale)]
         self._loop_state()
         found: list[Lookup | None] = [None] * len(fulls)
         trusted = self._memory_trusted()
         if trusted:
             for i, full in enumerate(fulls):
                 entry = self._memory_entry(full)
-                if entry is not None and not (refresh and self._wants_refresh(entry)):
+                if self._usable(entry, refresh, full, "memory", stale):
+                    assert entry is not None
                     found[i] = Lookup(entry.value, "memory", True)
         pending = [i for i, lk in enumerate(found) if lk is None]
         if pending:
@@ -447,18 +502,20 @@ class CacheManager:
             if isinstance(datas, _Unavailable):
                 if not trusted:  # Redis just failed: memory is the fallback now
                     for i in pending:
-                        if (entry := self._memory_entry(fulls[i])) is not None:
+                        entry = self._memory_entry(fulls[i])
+                        if self._usable(entry, False, fulls[i], "memory", stale):
+                            assert entry is not None
                             found[i] = Lookup(entry.value, "memory", True)
             else:
                 for i, data in zip(pending, datas, strict=True):
                     if data is None:
                         continue
                     entry, memory_data = self._decode_for_memory(data)
-                    if entry is None or (refresh and self._wants_refresh(entry)):
+                    if entry is None:
                         continue
-                    if generation == self._generation:
-                        self.memory.set_nowait(fulls[i], memory_data, self._remaining(entry))
-                    found[i] = Lookup(entry.value, "redis", True)
+                    self._refill(fulls[i], entry, memory_data, generation)
+                    if self._usable(entry, refresh, fulls[i], "redis", stale):
+                        found[i] = Lookup(entry.value, "redis", True)
         for lk in found:
             if lk is None:
                 self.counters.misses += 1
@@ -468,14 +525,15 @@ class CacheManager:
 
     async def _store(self, values: dict[str, Any], seconds: float, *, delta: float = 0.0) -> None:
         expires_at = time.time() + seconds
+        kept = seconds + self.policy.stale_if_error  # the envelope says when it expires; the grace follows
         datas = {}
         for full, value in values.items():
             datas[full] = data = encode(value, expires_at=expires_at, delta=delta)
             plain = data if data[1] not in b"FA" else encode(value, expires_at=expires_at, delta=delta, compact=False)
-            self.memory.set_nowait(full, plain, seconds)
+            self.memory.set_nowait(full, plain, kept)
         self.counters.sets += len(datas)
         notice = Notice(self.sender, keys=tuple(datas)).encode()
-        await self._redis_op(lambda r: r.set_many(datas, seconds, announce=notice))
+        await self._redis_op(lambda r: r.set_many(datas, kept, announce=notice))
 
     def _fallback(self) -> _Unavailable:
         if not self.policy.fallback_enabled:
