@@ -289,7 +289,7 @@ def report(
         "started_at": t0,
         "thresholds": th.describe(args.scenario),
         "checks": checks,
-        "notes": notes(figures, args.upstream_timeout),
+        "notes": notes(timeline, phases, figures, args.upstream_timeout),
         "phases": figures,
         "stub": stub,
         "unique_keys": timeline["unique_keys"],

@@ -13,6 +13,7 @@ from loadtest.analysis import (
     chaos_checks,
     model_checks,
     model_windows,
+    notes,
     phase_figures,
     rate_check,
     recovery_check,
@@ -155,6 +156,8 @@ def test_model_phase_passes_with_mapped_misses_and_one_call_per_request() -> Non
     """All cold misses mapped and 20 model calls for 100 requests: both checks pass."""
     checks = by_name(model_checks(model_fig(), TH))
     assert checks["cold misses [model-down]"]["value"] == "20/20 (502x20)"
+    mixed = model_checks(model_fig(cold_requests=30, mapped={"502": 18, "504": 2}), TH)[0]
+    assert mixed["value"] == "30/30 (200x10, 502x18, 504x2)"
     assert all(c["result"] == "PASS" for c in checks.values())
 
 
@@ -290,3 +293,13 @@ def test_a_mapped_error_sent_just_before_a_model_phase_is_expected() -> None:
     warm = phase_figures(tl, phases[0], windows=model_windows(phases))
     assert (warm["mapped"], warm["failures"]) == ({"502": 1}, 0)
     assert phase_figures(tl, phases[0])["failures"] == 1  # without the windows: a failure
+
+
+def test_notes_say_how_long_misses_failed_after_the_model_healed() -> None:
+    """Mapped errors until the 2nd second of model-back: "until 2 s after the model healed"."""
+    tl = timeline([second(T0 + i, cold=2, mapped={"429": 1} if i < 2 else None) for i in range(5)])
+    phases = [Phase("model-back", T0, T0 + 5)]
+    figures = [phase_figures(tl, phases[0])]
+    assert notes(tl, phases, figures, 2.0) == [
+        "model-back: cold misses got mapped errors until 2 s after the model healed (breakers)"
+    ]
