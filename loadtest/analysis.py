@@ -39,7 +39,8 @@ class Thresholds:
     min_rate_share: float = 0.8
 
     def describe(self, scenario: str) -> list[str]:
-        rate = f"warm phase at >= {self.min_rate_share:.0%} of the target rate, else reported (WARN), not failed"
+        part = "the run" if scenario == "sharing" else "warm phase"
+        rate = f"{part} at >= {self.min_rate_share:.0%} of the target rate, else reported (WARN), not failed"
         if scenario == "sharing":
             return [
                 "zero failed requests",
