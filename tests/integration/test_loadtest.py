@@ -138,3 +138,15 @@ def test_chaos_fails_when_fallback_is_off(stack_factory: Any, tmp_path: Path) ->
     phases = {p["phase"]: p for p in _verdict(reports, "chaos")["phases"]}
     assert phases["redis-down"]["failures"] > 0, chaos.stdout[-4000:]
     assert phases["warm"]["failures"] == 0, chaos.stdout[-4000:]
+
+
+def test_model_phases_fail_when_replicas_do_not_share_the_cache(stack_factory: Any, tmp_path: Path) -> None:
+    """With REDIS_ENABLED=false a key warmed on one replica is a miss on the others: while the model is down,
+    warm keys get 502s and the chaos run exits non-zero."""
+    stack = stack_factory("no-shared-tier", 3, {**MODEL_FAILS_FAST, "REDIS_ENABLED": "false"})
+    reports = tmp_path / "reports"
+    chaos = stack.loadtest("chaos", reports, "--duration", "20", "--users", "10", "--no-replica-kill")
+    assert chaos.returncode == 1, chaos.stdout[-6000:] + chaos.stderr[-2000:]
+    phases = {p["phase"]: p for p in _verdict(reports, "chaos")["phases"]}
+    assert phases["model-down"]["warm_failures"] > 0, chaos.stdout[-6000:]
+    assert phases["model-down"]["cold_failures"] == 0, chaos.stdout[-6000:]  # the misses were answered right
