@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     cache_stale_if_error: Annotated[float, Field(ge=0)] = 24 * 3600.0
     # A failed compute is remembered this long and shared with the processes waiting on its lease (0: off).
     cache_failure_ttl: Annotated[float, Field(ge=0, le=60)] = 2.0
+    # Fair sharing between schools: a school's share of each process's memory tier, and its Redis writes of
+    # computed values per second per process (with bursts), past which answers are served but not shared.
+    cache_tenant_max_share: Annotated[float, Field(gt=0, le=1)] = 0.5
+    cache_tenant_write_rate: Annotated[float, Field(ge=0)] = 200.0
+    cache_tenant_write_burst: Annotated[float, Field(ge=0)] = 2000.0
 
     # Tenants and auth.
     tenant_api_keys: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
