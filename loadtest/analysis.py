@@ -200,10 +200,14 @@ def sharing_checks(
         check("cross-instance hits", figures["cross_instance_hits"], "> 0", figures["cross_instance_hits"] > 0),
     ]
     asked, completed = timeline["unique_keys"], timeline.get("completed_keys", timeline["unique_keys"])
-    for label, kind, calls in (
-        ("embedding inputs / unique embedding keys", "embedding", stub.get("embedding_inputs", -1)),
-        ("chat requests / unique chat keys", "chat", stub.get("chat_requests", -1)),
+    for label, kind, counter in (
+        ("embedding inputs / unique embedding keys", "embedding", "embedding_inputs"),
+        ("chat requests / unique chat keys", "chat", "chat_requests"),
     ):
+        if counter not in stub:
+            out.append(not_measured(label, "the stub's counters did not answer", "= 1.00 (exactly)"))
+            continue
+        calls = stub[counter]
         keys, cut = completed.get(kind, 0), asked.get(kind, 0) - completed.get(kind, 0)
         value = f"{calls}/{keys} = {calls / keys:.2f}" if keys else f"{calls}/0"
         if cut:

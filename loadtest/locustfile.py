@@ -109,9 +109,8 @@ def _json_or_none(text: str | None) -> Any:
 class TenantUser(FastHttpUser):
     """One school's client: single and batched embeddings and chat questions, drawn Zipf-skewed."""
 
-    # Longer than the API's single-flight lease (CACHE_LEASE_TTL, 10 s): a request that waits on a lease a
-    # killed replica held is slow, not failed; the phase's p95 and max latency show it. An answer after
-    # --deadline-s fails all the same (the API's own per-request deadline should have answered first).
+    # Longer than --deadline-s (10 s): a slow answer still arrives, is measured (the phase's p95 and max show
+    # it) and is then failed as late, rather than cut off by the client with no figure.
     network_timeout = 30.0
     connection_timeout = 5.0
 

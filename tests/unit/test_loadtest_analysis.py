@@ -194,6 +194,15 @@ def test_sharing_counts_only_keys_whose_requests_completed() -> None:
         assert checks["chat requests / unique chat keys"]["value"] == "200/200 = 1.00"
 
 
+def test_sharing_without_stub_counters_is_not_measured() -> None:
+    """The stub did not answer at the end: the ratio checks say so instead of failing on a made-up -1."""
+    tl = timeline([second(T0, warm=10, hits=10)], unique_keys={"embedding": 5, "chat": 1})
+    fig = phase_figures(tl, Phase("run", T0, T0 + 1)) | {"cross_instance_hits": 5}
+    checks = by_name(sharing_checks(fig, tl, {}, 10, TH))
+    assert checks["chat requests / unique chat keys"]["result"] == "n/a"
+    assert all(c["passed"] for c in checks.values())
+
+
 def test_a_warm_phase_below_its_target_rate_is_reported_not_failed() -> None:
     """43 req/s of an 80 req/s target: WARN, and the run is not failed for it."""
     low = rate_check({"phase": "warm", "rps": 43.0}, 80.0, TH)
