@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
@@ -23,10 +24,13 @@ def redis_server_binary() -> str:
 class RedisServer:
     """One redis-server process; `start()` again after `kill()` reuses the same port and data directory."""
 
-    def __init__(self, workdir: Path, *, appendonly: bool = True, port: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path, *, appendonly: bool = True, port: int | None = None, extra: Sequence[str] = ()
+    ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.extra = tuple(extra)  # e.g. --replicaof, --cluster-enabled (see `redis_topologies.py`)
         self.proc: subprocess.Popen[bytes] | None = None
         workdir.mkdir(parents=True, exist_ok=True)
 
@@ -48,6 +52,7 @@ class RedisServer:
             "--appendfsync", "everysec",
             "--daemonize", "no",
             "--logfile", str(self.workdir / "redis.log"),
+            *self.extra,
         ]  # fmt: skip
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(self.ping, timeout=timeout, what=f"redis-server on port {self.port} answers PING")

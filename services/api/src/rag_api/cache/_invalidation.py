@@ -161,7 +161,7 @@ class ThreadedInvalidationListener:
 
     def _listen_once(self) -> None:
         client = self._tier.pubsub_client()
-        pubsub: Any = client.pubsub()  # type: ignore[no-untyped-call]
+        pubsub: Any = client.pubsub()
         try:
             with translate_errors():
                 pubsub.subscribe(self._channel)
