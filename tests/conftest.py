@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.redis_server import RedisServer
+from tests.support.redis_topologies import ClusterTopology, SentinelTopology
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +36,25 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     if server.proc is not None:
         server.thaw()
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def sentinel_topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelTopology]:
+    """A primary, a replica and three sentinels for the session; tests that fail it over start their own."""
+    topology = SentinelTopology(tmp_path_factory.mktemp("sentinel"))
+    try:
+        topology.start()
+        yield topology
+    finally:
+        topology.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster_topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterTopology]:
+    """Three primaries with a replica each for the session; tests that fail one over start their own."""
+    topology = ClusterTopology(tmp_path_factory.mktemp("cluster"))
+    try:
+        topology.start()
+        yield topology
+    finally:
+        topology.stop()

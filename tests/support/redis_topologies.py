@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import redis
+from rag_api.cache import RedisOptions
 
 from .redis_server import RedisServer, redis_server_binary
 from .wait import free_port, wait_until
@@ -116,6 +117,14 @@ class SentinelTopology:
             "REDIS_SENTINEL_MASTER": MASTER,
         }
 
+    def options(self) -> RedisOptions:
+        sentinels = tuple(("127.0.0.1", s.port) for s in self.sentinels)
+        return RedisOptions(url="", mode="sentinel", sentinels=sentinels, sentinel_master=MASTER)
+
+    def flushall(self) -> None:
+        with self.current_primary().client() as c:
+            c.flushall()
+
     def current_primary(self) -> RedisServer:
         port = self.sentinels[0].master_port()
         return next(s for s in self.servers if s.port == port)
@@ -138,32 +147,32 @@ class SentinelTopology:
             server.stop()
 
 
+_CREATE_OPTIONS = ("--cluster-replicas", "1", "--cluster-yes")
+
+
+def _cluster_args(workdir: Path) -> list[str]:
+    return [
+        "--cluster-enabled", "yes",
+        "--cluster-config-file", str(workdir / "nodes.conf"),
+        "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+        # The bus port defaults to port + 10000, past 65535 for many free ports: pick one too.
+        "--cluster-port", str(free_port()),
+    ]  # fmt: skip
+
+
 class ClusterTopology:
     """Three primaries with one replica each."""
 
     def __init__(self, workdir: Path, *, primaries: int = 3) -> None:
-        self.nodes = [
-            RedisServer(
-                workdir / f"node{i}",
-                appendonly=False,
-                extra=[
-                    "--cluster-enabled", "yes",
-                    "--cluster-config-file", str(workdir / f"node{i}" / "nodes.conf"),
-                    "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
-                    # The bus port defaults to port + 10000, past 65535 for many free ports: pick one too.
-                    "--cluster-port", str(free_port()),
-                ],
-            )  # fmt: skip
-            for i in range(primaries * 2)
-        ]
+        self.nodes = [RedisServer(workdir / f"node{i}", appendonly=False, extra=_cluster_args(workdir / f"node{i}"))
+                      for i in range(primaries * 2)]  # fmt: skip
 
     def start(self) -> None:
         for node in self.nodes:
             node.start()
         cli = shutil.which("redis-cli") or "/usr/bin/redis-cli"
         subprocess.run(
-            [cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes)]
-            + ["--cluster-replicas", "1", "--cluster-yes"],
+            [cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes), *_CREATE_OPTIONS],
             check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -185,6 +194,14 @@ class ClusterTopology:
 
     def env(self) -> dict[str, str]:
         return {"REDIS_MODE": "cluster", "REDIS_CLUSTER_NODES": ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)}
+
+    def options(self) -> RedisOptions:
+        return RedisOptions(url="", mode="cluster", cluster_nodes=tuple(("127.0.0.1", n.port) for n in self.nodes))
+
+    def flushall(self) -> None:
+        for node in self.primaries():
+            with node.client() as c:
+                c.flushall()
 
     def primaries(self) -> list[RedisServer]:
         return [n for n in self.nodes if n.proc is not None and _role(n.port) == "master"]

@@ -98,6 +98,12 @@ def _sum_info(per_node: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     return merged
 
 
+def _unlink_each(pipe: Any, keys: Sequence[str]) -> None:
+    """One UNLINK per key, where keys may span slots (a cluster pipeline's own `unlink` is not queued)."""
+    for key in keys:
+        pipe.execute_command("UNLINK", key)
+
+
 async def _sentinel_failover(manager: Any, service: str) -> bool:
     """True while the sentinels see the primary down or are failing it over (the first sentinel that answers)."""
     error: BaseException | None = None
@@ -230,8 +236,7 @@ class RedisTier:
 
     async def delete(self, keys: Sequence[str], *, announce: bytes | None = None) -> int:
         async with self._call() as c, c.pipeline(transaction=False) as pipe:
-            for key in keys if self.cluster else [keys]:  # one UNLINK per key where keys may span slots
-                pipe.unlink(*([key] if isinstance(key, str) else key))
+            _unlink_each(pipe, keys) if self.cluster else pipe.unlink(*keys)
             results = await self._execute(c, pipe, announce)
         return sum(int(n) for n in results)
 
@@ -450,8 +455,7 @@ class SyncRedisTier:
 
     def delete(self, keys: Sequence[str], *, announce: bytes | None = None) -> int:
         with translate_errors(), self.client().pipeline(transaction=False) as pipe:
-            for group in [[k] for k in keys] if self.cluster else [list(keys)]:
-                pipe.unlink(*group)
+            _unlink_each(pipe, keys) if self.cluster else pipe.unlink(*keys)
             return sum(int(n) for n in self._execute(pipe, announce))
 
     def clear(self, prefix: str, *, announce: bytes | None = None) -> int:
