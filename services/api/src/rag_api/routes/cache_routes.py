@@ -28,13 +28,16 @@ _REDIS_FIGURES = (
     "maxmemory_policy",
     "evicted_keys",
     "expired_keys",
+    "primaries",  # a cluster: how many primaries the memory figures add up
 )
 
 
 @router.get("/health")
 async def cache_health(services: ServicesDep) -> dict[str, Any]:
     """200 while this process can serve; `degraded` when Redis is enabled but not answering."""
-    emb, llm = await asyncio.gather(services.embeddings.health(), services.llm.health())
+    emb, llm, topology = await asyncio.gather(
+        services.embeddings.health(), services.llm.health(), services.embeddings.topology()
+    )
     available = bool(emb.get("redis_available")) and bool(llm.get("redis_available"))
     enabled = bool(emb.get("redis_enabled", services.settings.redis_enabled))
     return {
@@ -44,6 +47,8 @@ async def cache_health(services: ServicesDep) -> dict[str, Any]:
         "redis_available": available,
         "redis_enabled": enabled,
         "breaker": {"embedding": emb.get("breaker"), "llm": llm.get("breaker")},
+        # Which Redis topology, which primary, and whether a failover is under way (null without Redis).
+        "redis_topology": topology,
         "instance": services.settings.instance_id,
     }
 
@@ -51,7 +56,7 @@ async def cache_health(services: ServicesDep) -> dict[str, Any]:
 @router.get("/stats")
 async def cache_stats(services: ServicesDep) -> dict[str, Any]:
     """This instance's cache figures and, when Redis answers, its server figures."""
-    info = await services.embeddings.redis_info()
+    info, topology = await asyncio.gather(services.embeddings.redis_info(), services.embeddings.topology())
     redis: dict[str, Any] | None = None
     if info is not None:
         redis = {name: info[name] for name in _REDIS_FIGURES if name in info}
@@ -63,6 +68,7 @@ async def cache_stats(services: ServicesDep) -> dict[str, Any]:
         "llm": services.llm.stats(),
         "redis": redis,
         "redis_available": redis is not None,
+        "redis_topology": topology,
         # The model's circuit breakers in this process (rag_api.model_breaker), by model name.
         "upstream": {"breakers": services.upstream.breakers.snapshot()},
     }
