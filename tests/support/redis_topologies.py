@@ -14,6 +14,7 @@ from pathlib import Path
 
 import redis
 from rag_api.cache import RedisOptions
+from redis.crc import key_slot
 
 from .redis_server import RedisServer, redis_server_binary
 from .wait import free_port, wait_until
@@ -125,6 +126,13 @@ class SentinelTopology:
         with self.current_primary().client() as c:
             c.flushall()
 
+    def primaries(self) -> list[RedisServer]:
+        return [self.current_primary()]
+
+    def holds(self, server: RedisServer, key: str) -> bool:
+        """Whether `key` lives on `server`'s shard (in Sentinel, one shard holds every key)."""
+        return True
+
     def current_primary(self) -> RedisServer:
         port = self.sentinels[0].master_port()
         return next(s for s in self.servers if s.port == port)
@@ -206,6 +214,13 @@ class ClusterTopology:
     def primaries(self) -> list[RedisServer]:
         return [n for n in self.nodes if n.proc is not None and _role(n.port) == "master"]
 
+    def holds(self, server: RedisServer, key: str) -> bool:
+        """Whether `key`'s slot is served by `server` (a primary)."""
+        slot = key_slot(key.encode())
+        with server.client() as c:
+            ranges = c.execute_command("CLUSTER SLOTS")
+        return any(first <= slot <= last and addr[1] == server.port for first, last, addr in _slot_rows(ranges))
+
     def replica_of(self, primary: RedisServer) -> RedisServer:
         for node in self.nodes:
             if node is primary or node.proc is None:
@@ -229,6 +244,13 @@ class ClusterTopology:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+def _slot_rows(reply: object) -> list[tuple[int, int, tuple[str, int]]]:
+    """CLUSTER SLOTS as (first, last, (host, port)) rows, however redis-py parsed it."""
+    if isinstance(reply, dict):  # redis-py's callback: {(first, last): {"primary": (host, port), ...}}
+        return [(first, last, tuple(v["primary"])) for (first, last), v in reply.items()]  # type: ignore[misc]
+    return [(int(r[0]), int(r[1]), (_s(r[2][0]), int(r[2][1]))) for r in reply]  # type: ignore[attr-defined]
 
 
 def _s(value: object) -> str:

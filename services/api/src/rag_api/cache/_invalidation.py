@@ -88,8 +88,7 @@ class InvalidationListener:
             await asyncio.sleep(self._interval)
 
     async def _listen_once(self) -> None:
-        client = self._tier.pubsub_client()
-        pubsub = client.pubsub()
+        client, pubsub = await self._tier.open_pubsub()
         task = asyncio.current_task()
         try:
             with translate_errors():
@@ -110,7 +109,7 @@ class InvalidationListener:
         finally:
             try:
                 with translate_errors():
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
                     await client.aclose()
             except CacheBackendError:  # the connection is already gone; nothing left to close
                 pass

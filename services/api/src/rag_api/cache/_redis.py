@@ -49,6 +49,7 @@ _EXTEND = (
 _CLEAR_BATCH = 500
 # A Sentinel or Cluster failover takes about down-after-milliseconds / cluster-node-timeout plus an election.
 _CLEAR_RETRY_WINDOW = 10.0
+_SLOT_MAP_BUDGET = 2.0
 _INFO_FIELDS = (
     "redis_version", "uptime_in_seconds", "connected_clients", "used_memory", "used_memory_human",
     "maxmemory", "maxmemory_policy", "total_commands_processed", "keyspace_hits", "keyspace_misses",
@@ -135,6 +136,7 @@ class RedisTier:
         self._client: AsyncClient | None = None
         self._slots: asyncio.Semaphore | None = None
         self._budget = Budget(options.socket_timeout)
+        self._slot_map: asyncio.Task[Any] | None = None
 
     @property
     def cluster(self) -> bool:
@@ -147,12 +149,26 @@ class RedisTier:
             self._slots = asyncio.Semaphore(self.options.max_connections)
         return self._client
 
-    def pubsub_client(self) -> AsyncClient:
-        """A client for the invalidation listener: reads block on get_message's own timeout."""
-        return self._factory()
+    async def open_pubsub(self) -> tuple[AsyncClient, Any]:
+        """A client of its own and a PubSub on it, for the invalidation listener (reads block on get_message's
+        own timeout). In a cluster the PubSub sits on the node serving the channel's slot, found from a fresh
+        slot map: PUBLISH reaches every node over the cluster bus, and after a failover the listener's next
+        attempt lands on whichever node serves the slot then."""
+        client = self._factory()
+        if not isinstance(client, AsyncRedisCluster):
+            return client, client.pubsub()
+        try:
+            with translate_errors():
+                async with asyncio.timeout(self.options.connect_timeout + 2 * self.options.socket_timeout):
+                    await client.initialize()
+                return client, client.pubsub(node=client.get_node_from_key(self.channel))
+        except BaseException:
+            with translate_errors():
+                await client.aclose()
+            raise
 
     async def _acquire_slot(self) -> asyncio.Semaphore:
-        self.client()
+        client = self.client()
         slots = self._slots
         assert slots is not None
         if slots.locked():
@@ -163,7 +179,30 @@ class RedisTier:
                 raise BackendBusyError("no Redis connection free within REDIS_POOL_TIMEOUT") from None
         else:
             await slots.acquire()
+        # redis-py flags a cluster client for a new slot map on first use and after a connection error.
+        if isinstance(client, AsyncRedisCluster) and client._initialize:
+            try:
+                await self._load_slot_map(client)
+            except BaseException:
+                slots.release()
+                raise
         return slots
+
+    async def _load_slot_map(self, client: AsyncRedisCluster) -> None:
+        """Load a cluster's slot map once for every caller, in a task of its own with its own budget
+        (`_SLOT_MAP_BUDGET`: CLUSTER SLOTS, then COMMAND, whose large reply takes a while to parse), shielded
+        from the callers' budgets: redis-py closes every node connection when a load is interrupted, which
+        would fail every command in flight."""
+        task = self._slot_map
+        if task is None or task.done():
+            task = self._slot_map = asyncio.ensure_future(asyncio.wait_for(client.initialize(), _SLOT_MAP_BUDGET))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved even with no waiter left
+        try:
+            await asyncio.shield(task)
+        except TimeoutError:
+            raise CacheBackendError(f"no Redis Cluster slot map within {_SLOT_MAP_BUDGET}s") from None
+        except (redis.RedisError, OSError) as exc:
+            raise backend_error(exc) from exc
 
     @asynccontextmanager
     async def _call(self) -> AsyncIterator[Any]:
@@ -292,7 +331,6 @@ class RedisTier:
         """The primaries' addresses as this client knows them (`host:port`)."""
         async with self._call() as c:
             if self.cluster:
-                await c.initialize()
                 return sorted(node.name for node in c.get_primaries())
             if self.options.mode == "sentinel":
                 host, port = await c.connection_pool.get_master_address()
