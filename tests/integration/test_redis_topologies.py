@@ -177,7 +177,13 @@ async def test_a_killed_primary_is_replaced_without_errors_or_restarts(
             await a.set(key, "old", school_id=1)
         heir = topology.replica_of(victim) if isinstance(topology, ClusterTopology) else topology.replica
         with heir.client() as raw:  # in the replica before the kill (replication is asynchronous)
+            if isinstance(topology, ClusterTopology):
+                raw.execute_command("READONLY")  # a cluster replica answers reads only after READONLY
             wait_until(lambda: all(raw.exists(tenant_key("embedding", 1, k)) for k in old_keys), timeout=5)
+
+        for cache in (a, b):  # as the API's lifespan does
+            await cache.start()
+            await wait_until_async(lambda c=cache: _resubscribed(c, times=1), timeout=5, what="subscribed")
 
         errors: list[BaseException] = []
         stop = asyncio.Event()
@@ -238,6 +244,6 @@ async def _value(i: int) -> int:
     return i
 
 
-async def _resubscribed(cache: CacheManager) -> bool:
+async def _resubscribed(cache: CacheManager, times: int = 2) -> bool:
     stats = cache.stats()
-    return bool(stats["coherent"]) and int(stats["resubscribes"]) >= 2
+    return bool(stats["coherent"]) and int(stats["resubscribes"]) >= times
