@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from rag_api.cache import CacheManager, build_cache, tenant_key
 from rag_api.config import Settings
+from redis.crc import key_slot
 
 from tests.support.redis_server import RedisServer
 from tests.support.redis_topologies import ClusterTopology, SentinelTopology
@@ -152,9 +153,13 @@ def test_300_concurrent_calls_over_3_processes_compute_once(topology: Topology, 
 # ----- failover ---------------------------------------------------------------------------------------------
 def _keys_on(topology: Topology, server: RedisServer, prefix: str, count: int) -> list[str]:
     """`count` cache keys of school 1 whose slot the primary `server` serves."""
+    if isinstance(topology, SentinelTopology):
+        return [f"{prefix}{i}" for i in range(count)]
+    slots = topology.slots_of(server)
     found: list[str] = []
     for i in itertools.count():
-        if topology.holds(server, tenant_key("embedding", 1, f"{prefix}{i}")):
+        slot = key_slot(tenant_key("embedding", 1, f"{prefix}{i}").encode())
+        if any(first <= slot <= last for first, last in slots):
             found.append(f"{prefix}{i}")
             if len(found) == count:
                 return found
@@ -166,15 +171,19 @@ async def test_a_killed_primary_is_replaced_without_errors_or_restarts(
     kind: str, tmp_path: Path, make_cache: MakeCache
 ) -> None:
     """SIGKILL the primary under a read/write loop: no call fails, sharing resumes on the promoted replica within
-    2 s of its promotion, and entries written before the failover are still there."""
+    2 s of its promotion, entries written before the failover are still there, and a clear that ran into the
+    failover finishes on the new topology with nothing missed."""
     topology: Topology = SentinelTopology(tmp_path) if kind == "sentinel" else ClusterTopology(tmp_path)
     try:
         await asyncio.to_thread(topology.start)
         a, b = make_cache(topology.env()), make_cache(topology.env())
         victim = topology.primaries()[0]
         old_keys = _keys_on(topology, victim, "old", 20)
+        probe_keys = iter(_keys_on(topology, victim, "probe", 400))  # the victim's slots pass to its replica
         for key in old_keys:
             await a.set(key, "old", school_id=1)
+        for i in range(200):  # school 2, on every primary, cleared while the failover runs
+            await a.set(f"doomed{i}", i, school_id=2)
         heir = topology.replica_of(victim) if isinstance(topology, ClusterTopology) else topology.replica
         with heir.client() as raw:  # in the replica before the kill (replication is asynchronous)
             if isinstance(topology, ClusterTopology):
@@ -204,12 +213,13 @@ async def test_a_killed_primary_is_replaced_without_errors_or_restarts(
         await asyncio.sleep(0.2)
         await asyncio.to_thread(victim.kill)
         killed_at = time.monotonic()
+        assert a.redis is not None
+        clearing = asyncio.create_task(a.redis.clear("cache:embedding:school:2:"))  # the tier: past the breaker
         await asyncio.to_thread(
             wait_until, lambda: topology.promoted(heir), timeout=30, interval=0.01, what="the replica is promoted"
         )
         promoted_at = time.monotonic()
 
-        probe_keys = iter(_keys_on(topology, heir, "probe", 400))
         with heir.client() as raw:
 
             async def shared() -> bool:
@@ -224,6 +234,8 @@ async def test_a_killed_primary_is_replaced_without_errors_or_restarts(
         shared_at = time.monotonic()
         stop.set()
         await loop_task
+        assert await clearing == 200
+        assert all(_school_keys(node, 2) == [] for node in topology.primaries())
 
         late = shared_at - promoted_at
         print(f"\n{kind}: promoted {promoted_at - killed_at:.2f}s after the kill; shared again {late:.2f}s later")

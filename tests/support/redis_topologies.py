@@ -14,7 +14,6 @@ from pathlib import Path
 
 import redis
 from rag_api.cache import RedisOptions
-from redis.crc import key_slot
 
 from .redis_server import RedisServer, redis_server_binary
 from .wait import free_port, wait_until
@@ -129,10 +128,6 @@ class SentinelTopology:
     def primaries(self) -> list[RedisServer]:
         return [self.current_primary()]
 
-    def holds(self, server: RedisServer, key: str) -> bool:
-        """Whether `key` lives on `server`'s shard (in Sentinel, one shard holds every key)."""
-        return True
-
     def current_primary(self) -> RedisServer:
         port = self.sentinels[0].master_port()
         return next(s for s in self.servers if s.port == port)
@@ -214,12 +209,11 @@ class ClusterTopology:
     def primaries(self) -> list[RedisServer]:
         return [n for n in self.nodes if n.proc is not None and _role(n.port) == "master"]
 
-    def holds(self, server: RedisServer, key: str) -> bool:
-        """Whether `key`'s slot is served by `server` (a primary)."""
-        slot = key_slot(key.encode())
+    def slots_of(self, server: RedisServer) -> list[tuple[int, int]]:
+        """The slot ranges the primary `server` serves, as it says."""
         with server.client() as c:
-            ranges = c.execute_command("CLUSTER SLOTS")
-        return any(first <= slot <= last and addr[1] == server.port for first, last, addr in _slot_rows(ranges))
+            rows = _slot_rows(c.execute_command("CLUSTER SLOTS"))
+        return [(first, last) for first, last, addr in rows if addr[1] == server.port]
 
     def replica_of(self, primary: RedisServer) -> RedisServer:
         for node in self.nodes:

@@ -12,6 +12,7 @@ subscription drops until it is back, and drops the memory tier when it resubscri
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -88,7 +89,7 @@ class InvalidationListener:
             await asyncio.sleep(self._interval)
 
     async def _listen_once(self) -> None:
-        client, pubsub = await self._tier.open_pubsub()
+        pubsub, close = await self._tier.open_pubsub()
         task = asyncio.current_task()
         try:
             with translate_errors():
@@ -107,12 +108,8 @@ class InvalidationListener:
                         if notice is not None and notice.sender != self._sender:
                             self._on_notice(notice)
         finally:
-            try:
-                with translate_errors():
-                    await pubsub.aclose()
-                    await client.aclose()
-            except CacheBackendError:  # the connection is already gone; nothing left to close
-                pass
+            with contextlib.suppress(CacheBackendError):  # the connection is already gone; nothing left to close
+                await close()
 
 
 class ThreadedInvalidationListener:

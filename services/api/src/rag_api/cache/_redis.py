@@ -22,7 +22,7 @@ import asyncio
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeAlias
 
@@ -149,23 +149,33 @@ class RedisTier:
             self._slots = asyncio.Semaphore(self.options.max_connections)
         return self._client
 
-    async def open_pubsub(self) -> tuple[AsyncClient, Any]:
-        """A client of its own and a PubSub on it, for the invalidation listener (reads block on get_message's
-        own timeout). In a cluster the PubSub sits on the node serving the channel's slot, found from a fresh
-        slot map: PUBLISH reaches every node over the cluster bus, and after a failover the listener's next
-        attempt lands on whichever node serves the slot then."""
-        client = self._factory()
-        if not isinstance(client, AsyncRedisCluster):
-            return client, client.pubsub()
-        try:
+    async def open_pubsub(self) -> tuple[Any, Callable[[], Awaitable[None]]]:
+        """A PubSub for the invalidation listener, and how to close it (reads block on get_message's own
+        timeout). Standalone and Sentinel: on a client of its own. Cluster: on the node serving the channel's
+        slot, through this tier's client, whose slot map is then loaded once for both (loading one costs a
+        COMMAND reply to parse, and both retry every probe interval during a failover); PUBLISH reaches that
+        node from any other over the cluster bus."""
+        if not self.cluster:
+            own = self._factory()
+            pubsub = own.pubsub()
+
+            async def close_own() -> None:
+                with translate_errors():
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await own.aclose()
+
+            return pubsub, close_own
+        client = self.client()
+        assert isinstance(client, AsyncRedisCluster)
+        await self._load_slot_map(client)
+        with translate_errors():
+            cluster_pubsub = client.pubsub(node=client.get_node_from_key(self.channel))
+
+        async def close_pubsub() -> None:
             with translate_errors():
-                async with asyncio.timeout(self.options.connect_timeout + 2 * self.options.socket_timeout):
-                    await client.initialize()
-                return client, client.pubsub(node=client.get_node_from_key(self.channel))
-        except BaseException:
-            with translate_errors():
-                await client.aclose()
-            raise
+                await cluster_pubsub.aclose()
+
+        return cluster_pubsub, close_pubsub
 
     async def _acquire_slot(self) -> asyncio.Semaphore:
         client = self.client()
@@ -283,33 +293,35 @@ class RedisTier:
         """SCAN + UNLINK in batches (never KEYS or FLUSHDB), each batch in its own budget, on every primary,
         then announce once. With Sentinel or Cluster, a failover mid-clear restarts the clear on the new
         topology; a clear that saw the primaries change runs once more, for keys that moved behind it."""
+        removed = [0]  # counted as each batch goes: a pass cut short by a failover has still removed keys
         if self.options.mode == "standalone":
-            removed = await self._clear_pass(prefix)
+            await self._clear_pass(prefix, removed)
         else:
-            removed = await self._clear_across_failovers(prefix)
+            await self._clear_across_failovers(prefix, removed)
         if announce is not None:
             async with self._call() as c:
                 await c.publish(self.channel, announce)
-        return removed
+        return removed[0]
 
-    async def _clear_across_failovers(self, prefix: str) -> int:
-        removed, deadline = 0, time.monotonic() + _CLEAR_RETRY_WINDOW
+    async def _clear_across_failovers(self, prefix: str, removed: list[int]) -> None:
+        deadline = time.monotonic() + _CLEAR_RETRY_WINDOW
         while True:
             try:
                 before = await self.primaries()
-                removed += await self._clear_pass(prefix)
+                await self._clear_pass(prefix, removed)
                 if await self.primaries() == before:
-                    return removed
+                    return
             except BackendCommandError:
                 raise
             except CacheBackendError:
                 if time.monotonic() >= deadline:
                     raise
-                await self.reset_connections()
+                # redis-py refreshes on its own: the Sentinel pool asks for the primary on every new
+                # connection, the Cluster client reloads its slot map after a connection error.
                 await asyncio.sleep(self.options.socket_timeout)
 
-    async def _clear_pass(self, prefix: str) -> int:
-        removed, pattern = 0, _glob_escape(prefix) + "*"
+    async def _clear_pass(self, prefix: str, removed: list[int]) -> None:
+        pattern = _glob_escape(prefix) + "*"
         async with self._call() as c:
             nodes = c.get_primaries() if self.cluster else [None]
         for node in nodes:
@@ -322,10 +334,9 @@ class RedisTier:
                         cursors, keys = await c.scan(cursor, match=pattern, count=_CLEAR_BATCH, target_nodes=node)
                         cursor = next(iter(cursors.values()))
                     if keys:
-                        removed += await c.unlink(*keys)  # in a cluster, redis-py splits it by slot
+                        removed[0] += await c.unlink(*keys)  # in a cluster, redis-py splits it by slot
                 if cursor == 0:
                     break
-        return removed
 
     async def primaries(self) -> list[str]:
         """The primaries' addresses as this client knows them (`host:port`)."""
