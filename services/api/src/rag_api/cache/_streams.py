@@ -11,8 +11,10 @@ opening a second upstream stream.
 - The end is an entry of its own: `ok` (the leader stored the assembled answer), or `error` with the failure
   (FailureCodec), which readers receive as an exception. A leader that dies leaves no end: its lease lapses,
   and a follower that had no chunk yet takes over; one that had chunks ends with an error, never a hang.
-- Everything is bounded by the request's deadline. A reader that goes away (a client disconnect) does not stop
-  the producer, which keeps reading for the other readers and for the cache until the stream ends.
+- The request's deadline bounds the wait for the first chunk; once chunks flow, a stream may last up to
+  CACHE_STREAM_MAX_SECONDS in all (a long answer takes longer than any request budget; nginx's read timeout
+  is between chunks, and so is the model client's). A reader that goes away (a client disconnect) does not
+  stop the producer, which keeps reading for the other readers and for the cache until the stream ends.
 - With Redis down each replica streams for itself (in-process sharing still holds).
 """
 
@@ -185,13 +187,15 @@ class StreamFlights:
         renewal = self._loop.create_task(self._renew(full, token)) if token is not None else None
         started = time.monotonic()
         try:
-            async with asyncio.timeout_at(self._loop_deadline()):
+            async with asyncio.timeout_at(self._loop_deadline()) as budget:
                 first = True
                 async for chunk in produce():
+                    if first:  # flowing: from now on the stream's own bound, not the request's
+                        budget.reschedule(self._loop.time() + self._policy.stream_max_seconds)
                     broadcast.push(chunk)
                     if shared:
                         await self._append(key, {"c": chunk}, first=first)
-                        first = False
+                    first = False
             value = assemble(broadcast.chunks)
             await self._store({full: value}, seconds, time.monotonic() - started)
             if shared:
@@ -230,12 +234,14 @@ class StreamFlights:
         """Poll another replica's Redis Stream for the local readers, until its end, its leader's death or the
         deadline."""
         key, after = stream_key(full), "0-0"
-        checked = time.monotonic()
+        checked = started = time.monotonic()
         deadline = deadline_at()
         try:
             while True:
+                if broadcast.chunks:
+                    deadline = started + self._policy.stream_max_seconds
                 if deadline is not None and time.monotonic() >= deadline:
-                    raise DeadlineExceededError("the shared stream did not end before the request's deadline")
+                    raise DeadlineExceededError("the shared stream did not flow before the request's deadline")
                 entries = await self._guard.call(partial(_read, key=key, after=after))
                 if isinstance(entries, Unavailable):
                     raise CacheUnavailableError("Redis went away while following another replica's stream")
