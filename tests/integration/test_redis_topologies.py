@@ -137,17 +137,12 @@ def test_a_write_on_one_process_reaches_the_others_memory(topology: Topology, st
 
 
 def test_300_concurrent_calls_over_3_processes_compute_once(topology: Topology, start_workers: StartWorkers) -> None:
-    """300 concurrent get_or_compute calls for one cold key, 100 per process, compute once; 50 keys, 50 times."""
+    """300 concurrent get_or_compute calls for one cold key, 100 per process, compute once."""
     workers = start_workers(topology.env())
     for worker in workers:
         worker.send(op="burst", keys=["cold"], n=100, seconds=0.2)
     assert all(worker.recv() == ["cold"] * 100 for worker in workers)
     assert sum(worker.call(op="computes") for worker in workers) == 1
-    keys = [f"key-{i}" for i in range(50)]  # spread over every primary of a cluster: leases on every slot
-    for worker in workers:
-        worker.send(op="burst", keys=keys, n=100, seconds=0.2)
-    assert all(sorted(set(worker.recv())) == sorted(keys) for worker in workers)
-    assert sum(worker.call(op="computes") for worker in workers) == 51
 
 
 # ----- failover ---------------------------------------------------------------------------------------------

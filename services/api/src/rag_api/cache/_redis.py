@@ -62,6 +62,8 @@ def backend_error(exc: BaseException) -> CacheBackendError:
     message = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, redis.ResponseError):
         return BackendCommandError(message)
+    if isinstance(exc, redis.exceptions.MaxConnectionsError):  # a full pool is busy, not down
+        return BackendBusyError(message)
     return CacheBackendError(message)
 
 

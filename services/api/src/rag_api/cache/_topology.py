@@ -96,7 +96,9 @@ class RedisOptions:
             )
         if self.mode == "cluster":
             nodes = [AsyncClusterNode(host, port) for host, port in self.cluster_nodes]
-            return AsyncRedisCluster(startup_nodes=nodes, max_connections=self.max_connections, **common)
+            # Per node: the calls RedisTier lets through at once, plus the connection the invalidation listener
+            # borrows from the node serving its channel.
+            return AsyncRedisCluster(startup_nodes=nodes, max_connections=self.max_connections + 1, **common)
         # Plain TCP URLs connect through the process's resolver (see `_resolver.py`); TLS and Unix sockets as
         # redis-py does.
         resolving: dict[str, Any] = {"connection_class": ResolvingConnection} if self.url.startswith("redis://") else {}
