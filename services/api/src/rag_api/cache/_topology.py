@@ -12,6 +12,7 @@ refreshes its slot map after a connection error or a MOVED reply.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias, cast
 
@@ -21,6 +22,7 @@ from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
@@ -42,6 +44,22 @@ class _SentinelManaged(aredis.Redis):
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
         await super().aclose(close_connection_pool)
         await self.connection_pool.sentinel_manager.aclose()  # type: ignore[attr-defined]
+
+
+class _SharedDiscoveryPool(SentinelConnectionPool):
+    """Concurrent new connections share one question to the sentinels ("which is the primary?") instead of
+    asking once each: a burst of 100 calls on a cold pool otherwise opens 100 sentinel connections first,
+    and under load outlasts the per-call budget. The next connection after it asks again (a failover)."""
+
+    _pending: asyncio.Future[Any] | None = None
+
+    async def get_master_address(self) -> Any:
+        pending = self._pending
+        if pending is None or pending.done() or pending.get_loop() is not asyncio.get_running_loop():
+            discovery = super().get_master_address()  # type: ignore[no-untyped-call]  # untyped in redis-py
+            pending = self._pending = asyncio.ensure_future(discovery)
+            pending.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved even with no waiter
+        return await asyncio.shield(pending)
 
 
 class _SyncSentinelManaged(redis.Redis):
@@ -91,7 +109,11 @@ class RedisOptions:
             return cast(
                 aredis.Redis,
                 manager.master_for(
-                    self.sentinel_master, redis_class=_SentinelManaged, max_connections=self.max_connections, **common
+                    self.sentinel_master,
+                    redis_class=_SentinelManaged,
+                    connection_pool_class=_SharedDiscoveryPool,
+                    max_connections=self.max_connections,
+                    **common,
                 ),
             )
         if self.mode == "cluster":
