@@ -32,7 +32,7 @@ def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.fixture(autouse=True)
 def clean(stack: Stack) -> None:
     """Every test starts with empty caches (Redis and the API's memory tier) and zeroed stub counters."""
-    httpx.post(stack.url + "/cache/clear", headers=ADMIN, timeout=5).raise_for_status()
+    httpx.post(stack.url + "/cache/clear", json={"all": True}, headers=ADMIN, timeout=5).raise_for_status()
     stack.stub.control(latency_ms=0, fail_status=0)
     stack.stub.reset()
 
