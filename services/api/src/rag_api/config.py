@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     # Sampled chat answers (temperature > 0 or top_p < 1, no seed) are cached like any other; false: they
     # bypass the cache (X-Cache: BYPASS), so each such request gets a fresh sample.
     cache_sampled_completions: bool = True
+    # Fair sharing between schools: a school's share of each process's memory tier, and its Redis writes of
+    # computed values per second per process (with bursts), past which answers are served but not shared.
+    cache_tenant_max_share: Annotated[float, Field(gt=0, le=1)] = 0.5
+    cache_tenant_write_rate: Annotated[float, Field(ge=0)] = 200.0
+    cache_tenant_write_burst: Annotated[float, Field(ge=0)] = 2000.0
 
     # Tenants and auth.
     tenant_api_keys: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)

@@ -16,7 +16,8 @@ from ._errors import (
 )
 from ._factory import build_cache, get_embedding_cache, get_llm_cache, reset_caches
 from ._keys import tenant_key
-from ._manager import CacheManager, CachePolicy, Lookup
+from ._lookup import CachePolicy, Lookup
+from ._manager import CacheManager
 from ._memory import MemoryTier
 from ._redis import RedisOptions, RedisTier, SyncRedisTier
 from ._singleflight import FailureCodec

@@ -27,6 +27,7 @@ from redis.retry import Retry
 
 from ._budget import Budget
 from ._errors import BackendBusyError, BackendCommandError, CacheBackendError
+from ._resolver import ResolvingConnection
 
 # (this caller won the lease, the value stored now, the failure a peer recorded for the key moments ago)
 Claim: TypeAlias = tuple[bool, bytes | None, bytes | None]
@@ -58,8 +59,12 @@ class RedisOptions:
     def async_client(self) -> aredis.Redis:
         """No socket timeout: RedisTier's per-operation budget bounds every call (see `_budget.py`), and the
         invalidation listener's reads wait on get_message's own timeout."""
+        # Plain TCP URLs connect through the process's resolver (see `_resolver.py`); TLS and Unix sockets as
+        # redis-py does.
+        resolving: dict[str, Any] = {"connection_class": ResolvingConnection} if self.url.startswith("redis://") else {}
         return aredis.Redis.from_url(
             self.url,
+            **resolving,
             protocol=self.protocol,
             max_connections=self.max_connections,
             socket_connect_timeout=self.connect_timeout,
@@ -302,6 +307,10 @@ class SyncRedisTier:
         if self._client is None or self._pid != os.getpid():
             self._client, self._pid = self._factory(), os.getpid()
         return self._client
+
+    def pubsub_client(self) -> redis.Redis:
+        """A client of its own for the sync invalidation listener's thread."""
+        return self._factory()
 
     def get(self, key: str) -> bytes | None:
         with translate_errors():

@@ -18,24 +18,26 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import orjson
 
+from ._coherence import CoherentMemory
 from ._deadline import DeadlineExceededError, deadline_at
 from ._errors import CacheUnavailableError
+from ._guard import RedisGuard
 from ._invalidation import Notice
 from ._keys import failure_key, lease_key
-
-if TYPE_CHECKING:
-    from ._manager import CacheManager, Lookup
-    from ._redis import Claim, RedisTier
+from ._lookup import CacheCounters, CachePolicy, Lookup, Unavailable
+from ._redis import Claim, RedisTier
 
 __all__ = ["ComputeMany", "FailureCodec", "SingleFlight"]
 
 ComputeMany = Callable[[list[str]], Awaitable[Sequence[Any]]]
+Store = Callable[[dict[str, Any], float, float], Awaitable[None]]
+Spawn = Callable[[Coroutine[Any, Any, None]], None]
 _MAX_REMEMBERED = 10_000
 
 
@@ -53,11 +55,29 @@ def _claim(tier: RedisTier, *, keys: list[str], token: str, ttl: float) -> Await
 
 
 class SingleFlight:
-    """The flights of one manager in one event loop."""
+    """The flights of one manager in one event loop, built on the manager's seams: the Redis guard, the read
+    rule (`CoherentMemory.accept` for a value a claim finds) and the store of computed values."""
 
-    def __init__(self, manager: CacheManager, loop: asyncio.AbstractEventLoop) -> None:
-        self._m = manager
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        guard: RedisGuard,
+        coherent: CoherentMemory,
+        store: Store,
+        spawn: Spawn,
+        policy: CachePolicy,
+        counters: CacheCounters,
+        sender: str,
+    ) -> None:
         self._loop = loop
+        self._guard = guard
+        self._coherent = coherent
+        self._store = store
+        self._spawn = spawn
+        self._policy = policy
+        self._counters = counters
+        self._sender = sender
         self._futures: dict[str, asyncio.Future[Lookup]] = {}
         self._watchers: dict[str, asyncio.Event] = {}
         self._failures: dict[str, tuple[float, dict[str, Any]]] = {}
@@ -74,12 +94,12 @@ class SingleFlight:
         if codec is not None:
             self._raise_remembered(missing, codec)
         lead = [f for f in missing if f not in self._futures]
-        self._m.counters.coalesced += len(missing) - len(lead)
+        self._counters.coalesced += len(missing) - len(lead)
         for full in lead:
             self._futures[full] = self._loop.create_future()
         waits = {full: self._futures[full] for full in missing}
         if lead:
-            self._m._spawn(self._lead(lead, named, compute_many, seconds, codec))
+            self._spawn(self._lead(lead, named, compute_many, seconds, codec))
         at = deadline_at()
         # The deadline is on the monotonic clock; the loop's clock may have another origin (uvloop).
         when = None if at is None else self._loop.time() + (at - time.monotonic())
@@ -106,12 +126,12 @@ class SingleFlight:
             if remembered is None:
                 continue
             if remembered[0] > now:
-                self._m.counters.failures_shared += 1
+                self._counters.failures_shared += 1
                 raise codec.decode(remembered[1])
             del self._failures[full]
 
     def _remember(self, fulls: list[str], info: dict[str, Any]) -> None:
-        ttl = self._m.policy.failure_ttl
+        ttl = self._policy.failure_ttl
         if len(self._failures) > _MAX_REMEMBERED:
             now = time.monotonic()
             self._failures = {k: v for k, v in self._failures.items() if v[0] > now}
@@ -127,11 +147,8 @@ class SingleFlight:
         seconds: float,
         codec: FailureCodec | None,
     ) -> None:
-        from ._manager import Lookup, _Unavailable
-
-        m = self._m
         token = uuid.uuid4().hex
-        lease_deadline = time.monotonic() + m.policy.lease_wait
+        lease_deadline = time.monotonic() + self._policy.lease_wait
         request_deadline = deadline_at()
         pending = list(fulls)
         try:
@@ -139,26 +156,25 @@ class SingleFlight:
                 now = time.monotonic()
                 if request_deadline is not None and now >= request_deadline:
                     raise DeadlineExceededError("a peer was still computing when the request's deadline came")
+                generation = self._coherent.generation
                 claims = (
-                    await m._redis_op(partial(_claim, keys=pending, token=token, ttl=m.policy.lease_ttl))
+                    await self._guard.call(partial(_claim, keys=pending, token=token, ttl=self._policy.lease_ttl))
                     if now < lease_deadline
                     else None  # waited long enough for peers: compute here, without a lease
                 )
-                if claims is None or isinstance(claims, _Unavailable):
+                if claims is None or isinstance(claims, Unavailable):
                     await self._compute(pending, named, compute_many, seconds, token=None, codec=codec)
                     return
-                generation = m._generation
                 mine, theirs, release = [], [], []
                 for full, (won, data, failed) in zip(pending, claims, strict=True):
-                    entry, memory_data = m._decode_for_memory(data) if data is not None else (None, b"")
-                    if entry is not None and m._fresh(entry) and not m._wants_refresh(entry):
-                        m.counters.peer_hits += 1
-                        m._refill(full, entry, memory_data, generation)
-                        self._settle(full, Lookup(entry.value, "redis", True))
+                    found = None if data is None else self._coherent.accept(full, data, generation, refresh=True)
+                    if found is not None:
+                        self._counters.peer_hits += 1
+                        self._settle(full, found)
                         if won:
                             release.append(full)
                     elif failed is not None and codec is not None and (info := _info(failed)) is not None:
-                        m.counters.failures_shared += 1
+                        self._counters.failures_shared += 1
                         self._remember([full], info)
                         self._fail(full, codec.decode(info))
                         if won:
@@ -197,8 +213,6 @@ class SingleFlight:
         token: str | None,
         codec: FailureCodec | None,
     ) -> None:
-        from ._manager import Lookup
-
         started = time.monotonic()
         renewal = self._loop.create_task(self._renew(mine, token)) if token is not None else None
         try:
@@ -209,8 +223,8 @@ class SingleFlight:
                 raise
             if len(values) != len(mine):
                 raise ValueError(f"compute returned {len(values)} values for {len(mine)} keys")
-            self._m.counters.computes += len(mine)
-            await self._m._store(dict(zip(mine, values, strict=True)), seconds, delta=time.monotonic() - started)
+            self._counters.computes += len(mine)
+            await self._store(dict(zip(mine, values, strict=True)), seconds, time.monotonic() - started)
             for full, value in zip(mine, values, strict=True):
                 self._settle(full, Lookup(value, "none", False))
         finally:
@@ -221,30 +235,30 @@ class SingleFlight:
 
     async def _share_failure(self, fulls: list[str], exc: Exception, codec: FailureCodec | None) -> None:
         """Remember the failure here and record it in Redis before the lease is released (see `claim`)."""
-        m = self._m
-        m.counters.compute_failures += len(fulls)
+        self._counters.compute_failures += len(fulls)
         info = codec.encode(exc) if codec is not None else None
-        if info is None or m.policy.failure_ttl <= 0:
+        ttl = self._policy.failure_ttl
+        if info is None or ttl <= 0:
             return
         self._remember(fulls, info)
-        notice = Notice(m.sender, keys=tuple(fulls)).encode()
+        notice = Notice(self._sender, keys=tuple(fulls)).encode()
         data = orjson.dumps(info)
         failed = [failure_key(f) for f in fulls]
         with contextlib.suppress(CacheUnavailableError):
-            await m._redis_op(lambda r: r.record_failure(failed, data, m.policy.failure_ttl, announce=notice))
+            await self._guard.call(lambda r: r.record_failure(failed, data, ttl, announce=notice))
 
     async def _renew(self, fulls: list[str], token: str) -> None:
-        ttl = self._m.policy.lease_ttl
+        ttl = self._policy.lease_ttl
         leases = [lease_key(f) for f in fulls]
         while True:
             await asyncio.sleep(ttl / 3)
             with contextlib.suppress(CacheUnavailableError):
-                await self._m._redis_op(lambda r: r.extend_leases(leases, token, ttl))
+                await self._guard.call(lambda r: r.extend_leases(leases, token, ttl))
 
     async def _release(self, fulls: list[str], token: str) -> None:
         leases = [lease_key(f) for f in fulls]
         with contextlib.suppress(CacheUnavailableError):
-            await self._m._redis_op(lambda r: r.release_leases(leases, token))
+            await self._guard.call(lambda r: r.release_leases(leases, token))
 
     async def _wait(self, pending: list[str]) -> None:
         event = asyncio.Event()
@@ -252,7 +266,7 @@ class SingleFlight:
             self._watchers[full] = event
         try:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._m.policy.lease_poll_interval):
+                async with asyncio.timeout(self._policy.lease_poll_interval):
                     await event.wait()
         finally:
             for full in pending:
