@@ -23,7 +23,7 @@ from rag_api.metrics import CACHE_RESULTS, EMBEDDING_ITEMS, child
 from rag_api.request_keys import namespaced
 from rag_api.routes.headers import BYPASS_HEADERS, UPSTREAM_FAILURES, cache_headers
 
-__all__ = ["CacheField", "CacheMode", "CacheOptions", "RequestPolicy", "request_policy", "serve"]
+__all__ = ["CacheField", "CacheMode", "CacheOptions", "RequestPolicy", "namespace_of", "request_policy", "serve"]
 
 Seconds = Annotated[float, Field(ge=0, le=10 * 365 * 24 * 3600, allow_inf_nan=False)]
 
@@ -100,6 +100,11 @@ def _body_options(raw: Any) -> CacheOptions:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"])
         raise _bad(f"cache{'.' + where if where else ''}: {first['msg']} (see CacheOptions in the schema)") from None
+
+
+def namespace_of(body_cache: Any) -> str | None:
+    """The namespace a body's `cache` object names (None: absent), its other directives checked too."""
+    return None if body_cache is None else _body_options(body_cache).namespace
 
 
 def request_policy(

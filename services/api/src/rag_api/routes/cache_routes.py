@@ -16,8 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rag_api.auth import ALL_SCHOOLS, school_in_scope
 from rag_api.cache import CacheManager
-from rag_api.caching import request_policy
+from rag_api.caching import namespace_of
 from rag_api.deps import PrincipalDep, Services, ServicesDep, parse_json
+from rag_api.request_keys import namespaced
 from rag_api.routes import chat, embeddings
 from rag_api.routes.schema import detail_responses
 
@@ -171,9 +172,9 @@ async def cache_delete(request: Request, principal: PrincipalDep) -> dict[str, i
     school_id = school_in_scope(principal, request.headers.get("x-school-id"), body.school_id)
     assert school_id is not None
     services = _services(request)
-    cache, keys, namespace = _route_keys(body, services)
-    policy = request_policy(None, namespace, max_ttl=1)
-    removed = await asyncio.gather(*(cache.delete(policy.key(k), school_id=school_id) for k in dict.fromkeys(keys)))
+    cache, keys, body_cache = _route_keys(body, services)
+    namespace = namespace_of(body_cache)
+    removed = await asyncio.gather(*(cache.delete(namespaced(namespace, k), school_id=school_id) for k in set(keys)))
     return {"deleted": sum(removed)}
 
 
