@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
-import signal
 import socket
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,9 +15,9 @@ import pytest
 
 from deploy import nginx_conf
 from tests.support.errors import error_body
-from tests.support.processes import Stack
+from tests.support.processes import ServiceProcess, Stack
 from tests.support.redis_server import RedisServer
-from tests.support.wait import free_port, port_open, wait_until
+from tests.support.wait import free_port
 
 pytestmark = [
     pytest.mark.integration,
@@ -26,24 +25,16 @@ pytestmark = [
 ]
 
 
-class Nginx:
+class Nginx(ServiceProcess):
     """nginx with the local runtime's generated configuration, in front of `replica_port`."""
 
-    def __init__(self, run_dir: Path, replica_port: int) -> None:
-        self.port = free_port()
-        conf = nginx_conf.write_local(run_dir=run_dir, listen_port=self.port, replica_ports=[replica_port])
-        self.proc = subprocess.Popen(
-            ["nginx", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-        )
-        wait_until(lambda: port_open(self.port), timeout=10, what=f"nginx on {self.port}")
+    ready_path = "/nginx/healthz"
 
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGQUIT)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+    def __init__(self, run_dir: Path, replica_port: int) -> None:
+        port = free_port()
+        conf = nginx_conf.write_local(run_dir=run_dir, listen_port=port, replica_ports=[replica_port])
+        super().__init__(["nginx", "-c", str(conf)], port=port, env=os.environ, log_path=run_dir / "nginx.log")
+        self.start()
 
     def raw(self, request: bytes) -> tuple[int, dict[str, str], bytes]:
         """Send bytes as they are (clients would refuse to send most of these) and parse the answer."""
