@@ -293,9 +293,10 @@ async def test_the_cache_object_is_never_forwarded() -> None:
 
 
 async def test_the_schema_documents_the_cache_object(api: Api) -> None:
-    """The OpenAPI schema declares `cache` (with its directives) on both cached routes."""
+    """The OpenAPI schema declares `cache` (with its directives) and the Cache-Control header on both routes."""
     schema = (await api.client.get("/openapi.json")).json()
     for path in (EMB, CHAT):
+        assert [p["name"] for p in schema["paths"][path]["post"]["parameters"]] == ["Cache-Control"]
         body = schema["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
         options = body["properties"]["cache"]["anyOf"][0]
         assert set(options["properties"]) == {"no-cache", "no-store", "ttl", "s-maxage", "namespace"}

@@ -41,6 +41,15 @@ _WHY = {
     504: "no answer within the request's time budget",
 }
 _DATA_ERRORS = (400, 401, 403, 413, 422, 429, 502, 503, 504)
+# The request header of per-request cache control (rag_api.caching); the body's `cache` object is in the body.
+_CACHE_CONTROL = {
+    "name": "Cache-Control",
+    "in": "header",
+    "required": False,
+    "description": "no-cache (skip the read), no-store (skip read and write), max-age=N (this entry's TTL, "
+    "bounded by the cache's); anything else is a 400",
+    "schema": {"type": "string", "pattern": "^(no-cache|no-store|max-age=[0-9]{1,9})(, ?(no-cache|no-store))*$"},
+}
 
 
 def _responses(model: type[BaseModel], statuses: tuple[int, ...]) -> dict[int | str, dict[str, Any]]:
@@ -63,7 +72,10 @@ def openai_route(body: type[BaseModel], answer: type[BaseModel] | None = None) -
     """The `router.post` arguments of a cached `/v1/*` DirectRoute taking `body` (and answering `answer`)."""
     schema = body.model_json_schema(by_alias=True)
     schema = _inline(schema, schema.pop("$defs", {}))
-    extra = {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+    extra = {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
+        "parameters": [_CACHE_CONTROL],
+    }
     responses: dict[int | str, dict[str, Any]] = _responses(OpenAIErrorBody, _DATA_ERRORS)
     if answer is not None:
         responses[200] = {"model": answer, "description": "the answer (X-Cache says where it came from)"}
