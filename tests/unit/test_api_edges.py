@@ -364,3 +364,16 @@ async def test_an_assistant_message_may_omit_content(api: Api) -> None:
         {"role": "user", "content": "r"},
     ]
     assert await cached(api, CHAT, {"model": "g", "messages": messages}) == "MISS"
+
+
+async def test_a_stream_follows_the_same_policy(api: Api) -> None:
+    """Streamed chat takes the same policy: its namespace (one entry for both forms), no-store, no forwarding."""
+    streamed = chat_body("s", stream=True, cache={"namespace": "n"})
+    assert (await api.client.post(CHAT, json=streamed, headers=T123)).headers["x-cache"] == "MISS"
+    assert (await api.client.post(CHAT, json=streamed, headers=T123)).headers["x-cache"] == "HIT"
+    assert await cached(api, CHAT, chat_body("s", cache={"namespace": "n"})) == "HIT"
+    assert await cached(api, CHAT, chat_body("s")) == "MISS"
+    no_store = chat_body("s", stream=True, cache={"no-store": True})
+    res = await api.client.post(CHAT, json=no_store, headers=T123)
+    assert (res.status_code, res.headers["x-cache"]) == (200, "BYPASS")
+    assert res.text.endswith("data: [DONE]\n\n")

@@ -57,9 +57,20 @@ class CoherentMemory:
         return not self.shared or bool(self._subscriptions) or self._redis_down()
 
     # ----- the read rule -------------------------------------------------------------------------------
+    def fresh(self, full: str) -> Stored | None:
+        """The memory entry within its TTL, or None: the plain read (no early refresh, no stale answer).
+        The hot path of `get`; whether memory may be trusted now is the caller's question."""
+        stored: Stored | None = self.memory.get_nowait(full)
+        if stored is None or (stored.expires_at and stored.expires_at <= time.time()):
+            return None
+        return stored
+
     def read(self, full: str, *, refresh: bool = False, stale: Stale | None = None) -> Lookup | None:
         """The memory tier's answer, whether or not it may be trusted now (the caller decides)."""
-        stored: Stored | None = self.memory.get_nowait(full)
+        if not refresh and stale is None:
+            stored = self.fresh(full)
+            return None if stored is None else Lookup(stored.read(), "memory", True)
+        stored = self.memory.get_nowait(full)
         if stored is None or not self._answers(full, stored, "memory", refresh, stale):
             return None
         return Lookup(stored.read(), "memory", True)

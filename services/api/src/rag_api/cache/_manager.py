@@ -32,6 +32,7 @@ from ._memory import MemoryTier
 from ._redis import RedisTier, SyncRedisTier
 from ._serialization import encode
 from ._singleflight import FailureCodec, SingleFlight
+from ._streams import Assemble, Produce, StreamFlights, StreamStart
 
 __all__ = ["UNAVAILABLE", "CacheCounters", "CacheManager", "CachePolicy", "Lookup", "Tier"]
 
@@ -45,6 +46,7 @@ class _LoopState:
 
     loop: asyncio.AbstractEventLoop
     flights: SingleFlight
+    streams: StreamFlights
     subscription: object = field(default_factory=object)  # this loop's listener, to CoherentMemory
     listener: asyncio.Task[None] | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -80,6 +82,7 @@ class CacheManager:
         self._sync_listener: tuple[ThreadedInvalidationListener, int] | None = None
         self._sync_locks: dict[str, threading.Lock] = {}
         self._sync_guard = threading.Lock()
+        self._fulls: dict[tuple[int | None, str], str] = {}
 
     # The tiers, replaceable as a whole (tests put fakeredis behind a built manager).
     @property
@@ -109,7 +112,13 @@ class CacheManager:
 
     # ----- the seed's API ------------------------------------------------------------------------------
     async def get(self, key: str, school_id: int | None = None) -> Any:
-        found = await self._lookup_one(tenant_key(self.name, school_id, key))
+        full = self._full(key, school_id)
+        mem = self._coherent
+        if mem.trusted() and (stored := mem.fresh(full)) is not None:  # the memory hit, without a Lookup
+            self.counters.hits += 1
+            self.counters.memory_hits += 1
+            return stored.value if stored.thaw is None else stored.thaw(stored.value)
+        found = await self._lookup_one(full)
         return None if found is None else found.value
 
     async def set(self, key: str, value: Any, ttl: float | None = None, school_id: int | None = None) -> None:
@@ -197,6 +206,26 @@ class CacheManager:
                 self.counters.stale_served += len(missing)
             found.update(results)
         return [found[f] for f in fulls]  # type: ignore[misc]
+
+    async def stream(
+        self,
+        key: str,
+        produce: Produce,
+        assemble: Assemble,
+        ttl: float | None = None,
+        school_id: int | None = None,
+        *,
+        failures: FailureCodec | None = None,
+    ) -> Lookup | StreamStart:
+        """A cached value (a Lookup), or the stream that produces it, shared by every identical request in
+        flight on any replica (see `_streams.py`): `produce()` yields the chunks (bytes) from the source,
+        `assemble(chunks)` makes the value stored when the stream ends normally."""
+        full = self._full(key, school_id)
+        found = await self._lookup_one(full)
+        if found is not None:
+            return found
+        streams = self._loop_state().streams
+        return await streams.join(full, produce, assemble, self._ttl(ttl), failures)
 
     # ----- lifecycle, health, stats --------------------------------------------------------------------
     async def start(self) -> None:
@@ -338,6 +367,17 @@ class CacheManager:
         return value
 
     # ----- internals -----------------------------------------------------------------------------------
+    def _full(self, key: str, school_id: int | None) -> str:
+        """`tenant_key()`, remembered for the last few thousand (school, key) pairs: a hit's key check is a
+        third of its cost. Only exact ints are remembered (True and 1.0 hash like 1 but are refused)."""
+        if type(school_id) is int and (full := self._fulls.get((school_id, key))) is not None:
+            return full
+        full = tenant_key(self.name, school_id, key)
+        if len(self._fulls) >= 4096:
+            self._fulls.clear()
+        self._fulls[(school_id, key)] = full
+        return full
+
     def _removal_local(self, removed: object) -> bool:
         """True for a delete or clear that reached only this process's memory: fine without Redis, an error
         with it (unlike a lost write, a lost removal would let the removed value come back from Redis)."""
@@ -452,7 +492,16 @@ class CacheManager:
             counters=self.counters,
             sender=self.sender,
         )
-        state = self._state = _LoopState(loop, flights)
+        streams = StreamFlights(
+            loop,
+            guard=self._guard,
+            coherent=self._coherent,
+            store=self._store_computed,
+            spawn=self._spawn,
+            policy=self.policy,
+            counters=self.counters,
+        )
+        state = self._state = _LoopState(loop, flights, streams)
         if self.redis is not None:
             listener = InvalidationListener(
                 self.redis,

@@ -34,8 +34,8 @@ Lookup = Callable[..., list[tuple[Any, ...]]]
 class HostResolver:
     """One per process: a single lookup thread, one lookup in flight per host, answers cached briefly."""
 
-    def __init__(self, lookup: Lookup = socket.getaddrinfo, *, ttl: float = 5.0, failure_ttl: float = 1.0) -> None:
-        self.lookup = lookup
+    def __init__(self, lookup: Lookup | None = None, *, ttl: float = 5.0, failure_ttl: float = 1.0) -> None:
+        self.lookup = lookup  # None: socket.getaddrinfo, looked up at each call
         self.ttl = ttl
         self.failure_ttl = failure_ttl
         self.lookups = 0
@@ -75,7 +75,7 @@ class HostResolver:
     def _look_up(self, key: tuple[str, int]) -> str:
         host, port = key
         try:
-            infos = self.lookup(host, port, type=socket.SOCK_STREAM)
+            infos = (self.lookup or socket.getaddrinfo)(host, port, type=socket.SOCK_STREAM)
             address = str(infos[0][4][0])
         except Exception:
             self._remember(key, None, self.failure_ttl)

@@ -1,4 +1,5 @@
-"""`POST /v1/chat/completions`: OpenAI-compatible, non-streaming, cached per school on a canonical request key."""
+"""`POST /v1/chat/completions`: OpenAI-compatible, cached per school on a canonical request key; `stream: true`
+answers Server-Sent Events from the same entry (rag_api.streaming)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from rag_api import request_keys
-from rag_api.caching import CacheField, request_policy, serve
+from rag_api.caching import CacheField, CacheMode, request_policy, serve
 from rag_api.deps import DirectRoute, Services, json_body, tenant_of
 from rag_api.routes.schema import openai_route
+from rag_api.streaming import stream_chat
 
 __all__ = ["ChatRequest", "cache_keys", "chat_key", "router"]
 
@@ -59,9 +61,8 @@ class ChatRequest(BaseModel):
 
 
 def _validate(body: ChatRequest, services: Services) -> dict[str, Any]:
-    """The request to forward (without `stream` and `cache`), after OpenAI's checks and our limits."""
-    if body.stream:
-        raise HTTPException(400, detail="stream=true is not supported yet; send stream=false or omit it")
+    """The request to forward (without `stream`, `stream_options` and `cache`), after OpenAI's checks and our
+    limits."""
     settings = services.settings
     if len(body.messages) > settings.max_batch_size:
         raise HTTPException(400, detail=f"at most {settings.max_batch_size} messages per request (MAX_BATCH_SIZE)")
@@ -71,7 +72,7 @@ def _validate(body: ChatRequest, services: Services) -> dict[str, Any]:
         for where, text in _texts(message.content, f"messages[{i}].content"):
             if len(text) > settings.max_input_chars:
                 raise HTTPException(400, detail=f"{where} is longer than {settings.max_input_chars} (MAX_INPUT_CHARS)")
-    return body.model_dump(exclude_none=True, exclude={"stream", "cache"})
+    return body.model_dump(exclude_none=True, exclude={"stream", "stream_options", "cache"})
 
 
 def _texts(content: str | list[dict[str, Any]] | None, where: str) -> list[tuple[str, str]]:
@@ -106,7 +107,7 @@ def cache_keys(body: ChatRequest, services: Services) -> tuple[dict[str, Any], l
     return request, [chat_key(request)]
 
 
-@router.post("/v1/chat/completions", **openai_route(ChatRequest))
+@router.post("/v1/chat/completions", **openai_route(ChatRequest, streams=True))
 async def create_chat_completion(request: Request) -> Response:
     """Answer from the cache, or ask the upstream once for every identical concurrent request."""
     school_id = tenant_of(request)
@@ -120,6 +121,19 @@ async def create_chat_completion(request: Request) -> Response:
         max_ttl=settings.llm_cache_ttl,
         bypass=not settings.cache_sampled_completions and _sampled(forwarded),
     )
+    if body.stream:  # Server-Sent Events from the same cache entry (rag_api.streaming), under the same policy
+        options = body.model_extra.get("stream_options") if body.model_extra else None
+        return await stream_chat(
+            forwarded,
+            policy.key(keys[0]),
+            school_id=school_id,
+            cache=services.llm,
+            upstream=services.upstream,
+            ttl=policy.ttl,
+            include_usage=isinstance(options, dict) and bool(options.get("include_usage")),
+            use_cache=policy.mode is CacheMode.NORMAL,
+            store=policy.mode is not CacheMode.NO_STORE,
+        )
 
     async def compute(_: list[str]) -> list[dict[str, Any]]:
         return [await services.upstream.chat(forwarded)]

@@ -68,8 +68,9 @@ def _inline(node: Any, defs: dict[str, Any]) -> Any:
     return node
 
 
-def openai_route(body: type[BaseModel], answer: type[BaseModel] | None = None) -> dict[str, Any]:
-    """The `router.post` arguments of a cached `/v1/*` DirectRoute taking `body` (and answering `answer`)."""
+def openai_route(body: type[BaseModel], *, streams: bool = False) -> dict[str, Any]:
+    """The `router.post` arguments of a cached `/v1/*` DirectRoute taking `body` (JSON answers, and with
+    `streams` Server-Sent Events for `stream: true`)."""
     schema = body.model_json_schema(by_alias=True)
     schema = _inline(schema, schema.pop("$defs", {}))
     extra = {
@@ -77,8 +78,12 @@ def openai_route(body: type[BaseModel], answer: type[BaseModel] | None = None) -
         "parameters": [_CACHE_CONTROL],
     }
     responses: dict[int | str, dict[str, Any]] = _responses(OpenAIErrorBody, _DATA_ERRORS)
-    if answer is not None:
-        responses[200] = {"model": answer, "description": "the answer (X-Cache says where it came from)"}
+    if streams:
+        content = {"application/json": {}, "text/event-stream": {"schema": {"type": "string"}}}
+        responses[200] = {
+            "description": "the answer, or its SSE stream (X-Cache says where it came from)",
+            "content": content,
+        }
     return {"openapi_extra": extra, "responses": responses}
 
 
