@@ -79,7 +79,7 @@ def openai_route(body: type[BaseModel], *, streams: bool = False) -> dict[str, A
     }
     responses: dict[int | str, dict[str, Any]] = _responses(OpenAIErrorBody, _DATA_ERRORS)
     if streams:
-        content = {"application/json": {}, "text/event-stream": {"schema": {"type": "string"}}}
+        content = {"application/json": {}, "text/event-stream": {}}  # events: OpenAI's chat.completion.chunk
         responses[200] = {
             "description": "the answer, or its SSE stream (X-Cache says where it came from)",
             "content": content,
