@@ -79,9 +79,9 @@ def openai_route(body: type[BaseModel], *, streams: bool = False) -> dict[str, A
     }
     responses: dict[int | str, dict[str, Any]] = _responses(OpenAIErrorBody, _DATA_ERRORS)
     if streams:
-        content = {"application/json": {}, "text/event-stream": {}}  # events: OpenAI's chat.completion.chunk
+        content: dict[str, Any] = {"application/json": {}, "text/event-stream": {}}
         responses[200] = {
-            "description": "the answer, or its SSE stream (X-Cache says where it came from)",
+            "description": "the answer, or its SSE stream of chat.completion.chunk events",
             "content": content,
         }
     return {"openapi_extra": extra, "responses": responses}
