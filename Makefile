@@ -7,7 +7,8 @@ PY := $(VENV)/bin/python
 RUNTIME ?= auto
 REPLICAS ?= 3
 PYTEST_ARGS ?=
-STACK := $(PY) deploy/stack.py --runtime $(RUNTIME)
+REDIS_TOPOLOGY ?= standalone
+STACK := $(PY) deploy/stack.py --runtime $(RUNTIME) --redis-topology $(REDIS_TOPOLOGY)
 
 .PHONY: help setup system-deps test unit integration lint typecheck check up up-scaled down clean ps logs \
         redis-stop redis-kill redis-start replica-kill loadtest loadtest-ui chaos bench
@@ -64,7 +65,7 @@ logs: ## logs of the running stack
 redis-stop: ## stop Redis gracefully
 	@$(STACK) redis-stop
 
-redis-kill: ## kill Redis with SIGKILL
+redis-kill: ## kill Redis (the current primary with REDIS_TOPOLOGY=sentinel|cluster) with SIGKILL
 	@$(STACK) redis-kill
 
 redis-start: ## start Redis again

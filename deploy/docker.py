@@ -1,4 +1,5 @@
-"""The Docker runtime: docker-compose.yml (+ docker-compose.scale.yml) through `docker compose`."""
+"""The Docker runtime: docker-compose.yml (+ the Redis topology's override, + docker-compose.scale.yml) through
+`docker compose`. The topology's Redis services carry the local runtime's program names (`redis_layout.py`)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,10 @@ class DockerRuntime:
         self.t = topology
 
     def compose(self, *args: str, capture: bool = False) -> str:
-        files = ["-f", "docker-compose.yml"] + (["-f", "docker-compose.scale.yml"] if self.t.scaled else [])
+        files = ["-f", "docker-compose.yml"]
+        if self.t.redis_topology != "standalone":
+            files += ["-f", f"docker-compose.{self.t.redis_topology}.yml"]
+        files += ["-f", "docker-compose.scale.yml"] if self.t.scaled else []
         env = os.environ | {
             "REPLICAS": str(self.t.replicas),
             "API_PORT": str(self.t.api_port),
@@ -58,14 +62,30 @@ class DockerRuntime:
     def logs(self, lines: int) -> str:
         return self.compose("logs", "--no-color", "--tail", str(lines), capture=True)
 
-    def redis_stop(self) -> None:
-        self.compose("stop", "redis")
+    def primary(self) -> str:
+        """The Redis service that is a primary now (`redis` in a standalone stack)."""
+        for name in self.t.redis_layout.nodes:
+            try:
+                role = self.compose("exec", "-T", name, "redis-cli", "info", "replication", capture=True)
+            except subprocess.CalledProcessError:
+                continue  # stopped or killed
+            if "role:master" in role:
+                return name
+        return "redis"
 
-    def redis_kill(self) -> None:
-        self.compose("kill", "-s", "SIGKILL", "redis")
+    def redis_stop(self) -> str:
+        name = self.primary()
+        self.compose("stop", name)
+        return name
+
+    def redis_kill(self) -> str:
+        name = self.primary()
+        self.compose("kill", "-s", "SIGKILL", name)
+        return name
 
     def redis_start(self, timeout: float = 60) -> None:
-        self.compose("up", "-d", "--no-deps", "--wait", "--wait-timeout", str(int(timeout)), "redis")
+        nodes = list(self.t.redis_layout.nodes)
+        self.compose("up", "-d", "--no-deps", "--wait", "--wait-timeout", str(int(timeout)), *nodes)
 
     def replica_kill(self, index: int) -> str:
         """SIGKILL one api container, then start it again (Docker treats a kill as a manual stop)."""

@@ -18,7 +18,7 @@ from supervisor.xmlrpc import SupervisorTransport
 
 from . import nginx_conf, supervisor_conf
 from .apienv import api_env, without_settings
-from .readiness import NotReady, answers, redis_answers, tail, wait_all_behind_nginx, wait_for
+from .readiness import NotReady, answers, tail, wait_all_behind_nginx, wait_for
 from .topology import Topology
 
 
@@ -77,8 +77,8 @@ class LocalRuntime:
         self.wait_ready(timeout)
 
     def _prepare(self) -> None:
-        for sub in ("logs", "redis"):
-            (self.run / sub).mkdir(parents=True, exist_ok=True)
+        (self.run / "logs").mkdir(parents=True, exist_ok=True)
+        self.t.redis_layout.prepare()
         # Metrics files of processes that no longer exist would be summed into the new ones.
         shutil.rmtree(self.run / "prom", ignore_errors=True)
         for name in self.t.replica_ids:
@@ -94,7 +94,7 @@ class LocalRuntime:
             return max(0.5, deadline - time.monotonic())
 
         checks = [
-            ("Redis answers PING", partial(redis_answers, self.t.redis_port)),
+            (f"Redis ({self.t.redis_topology}) is ready", self.t.redis_layout.ready),
             ("the stub answers /healthz", partial(answers, f"{self.t.stub_url}/healthz")),
         ]
         checks += [
@@ -138,7 +138,8 @@ class LocalRuntime:
         return "\n".join(rows)
 
     def log_files(self) -> list[Path]:
-        names = ["supervisord", "redis", "stub", *self.t.replica_ids]
+        layout = self.t.redis_layout
+        names = ["supervisord", *layout.nodes, *layout.sentinels, "stub", *self.t.replica_ids]
         if self.t.scaled:
             names += ["nginx", "nginx-error", "nginx-access"]
         return [self.run / "logs" / f"{n}.log" for n in names]
@@ -146,21 +147,29 @@ class LocalRuntime:
     def logs(self, lines: int) -> str:
         return tail(self.log_files(), lines)
 
-    def redis_stop(self) -> None:
-        self.rpc().stopProcess("redis", True)
+    def redis_stop(self) -> str:
+        """Stop the current primary gracefully (standalone: the one Redis)."""
+        name = self.t.redis_layout.primary()
+        self.rpc().stopProcess(name, True)
+        return name
 
-    def redis_kill(self) -> None:
-        """SIGKILL Redis and leave it down (autorestart is off for it)."""
-        pid = self.pid_of("redis")
+    def redis_kill(self) -> str:
+        """SIGKILL the current primary and leave it down (autorestart is off for it); Sentinel or the cluster
+        promote its replica."""
+        name = self.t.redis_layout.primary()
+        pid = self.pid_of(name)
         if pid:
             os.kill(pid, signal.SIGKILL)
             wait_for(lambda: not _alive(pid), timeout=10, what=f"redis-server (pid {pid}) is gone")
-        wait_for(lambda: self.rpc().getProcessInfo("redis")["pid"] == 0, timeout=10, what="supervisord saw Redis exit")
+        wait_for(lambda: self.rpc().getProcessInfo(name)["pid"] == 0, timeout=10, what=f"supervisord saw {name} exit")
+        return name
 
     def redis_start(self, timeout: float = 30) -> None:
-        if not self.pid_of("redis"):
-            self.rpc().startProcess("redis", True)
-        wait_for(lambda: redis_answers(self.t.redis_port), timeout=timeout, what="Redis answers PING (AOF loaded)")
+        """Start every Redis node that is down, and wait until the topology is usable again."""
+        for name in self.t.redis_layout.nodes:
+            if not self.pid_of(name):
+                self.rpc().startProcess(name, True)
+        wait_for(self.t.redis_layout.ready, timeout=timeout, what=f"Redis ({self.t.redis_topology}) is ready")
 
     def replica_kill(self, index: int) -> str:
         """SIGKILL replica `index` (1-based) with its workers; supervisord starts it again."""

@@ -117,13 +117,24 @@ class RedisLayout:
 
     # ----- at run time ----------------------------------------------------------------------------------
     def ready(self) -> bool:
-        """Usable: standalone answers; a sentinel quorum and a replica in sync; a cluster `ok` on every node."""
+        """Usable: standalone answers; sentinels with a quorum that know the replica, the replica in sync; a
+        cluster `ok` on every node, each replica in sync."""
         if self.kind == "cluster":
             self.create_cluster()
-            return all(b"cluster_state:ok" in _as_bytes(_ask(port, "CLUSTER", "INFO")) for port in self.nodes.values())
+            if not all(b"cluster_state:ok" in _as_bytes(_ask(port, "CLUSTER", "INFO")) for port in self.nodes.values()):
+                return False
+            # Each replica in sync: one that never finished its first sync refuses to take over its primary.
+            roles = [_as_bytes(_ask(port, "INFO", "replication")) for port in self.nodes.values()]
+            replicas = [role for role in roles if b"role:slave" in role]
+            return len(replicas) == len(roles) // 2 and all(b"master_link_status:up" in role for role in replicas)
         if self.kind == "sentinel":
-            quorum = all(_ok(_ask(p, "SENTINEL", "CKQUORUM", MASTER)) for p in self.sentinels.values())
-            return quorum and b"master_link_status:up" in _as_bytes(_ask(self.port + 1, "INFO", "replication"))
+            # Each sentinel must know the replica too: one that learns of it only from a primary already dead
+            # has no replica to promote.
+            ready = all(
+                _ok(_ask(p, "SENTINEL", "CKQUORUM", MASTER)) and _ask(p, "SENTINEL", "REPLICAS", MASTER)
+                for p in self.sentinels.values()
+            )
+            return ready and b"master_link_status:up" in _as_bytes(_ask(self.port + 1, "INFO", "replication"))
         return _ask(self.port, "PING") in (True, b"PONG", "PONG")
 
     def create_cluster(self) -> None:

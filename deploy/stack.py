@@ -21,6 +21,7 @@ if str(ROOT) not in sys.path:
 from deploy.docker import DockerRuntime, engine_answers  # noqa: E402
 from deploy.local import LocalRuntime, show_logs_and_fail  # noqa: E402
 from deploy.readiness import NotReady  # noqa: E402
+from deploy.redis_layout import KINDS  # noqa: E402
 from deploy.topology import Topology, default_ports  # noqa: E402
 
 COMMANDS = ("up", "down", "ps", "logs", "redis-stop", "redis-kill", "redis-start", "replica-kill", "info")
@@ -36,6 +37,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=default, dest=name)
     p.add_argument("command", choices=COMMANDS)
     p.add_argument("--scaled", action="store_true", help="up: replicas behind nginx")
+    p.add_argument(
+        "--redis-topology",
+        choices=KINDS,
+        default=os.environ.get("REDIS_TOPOLOGY") or "standalone",
+        help="up: one Redis, a primary + replica + 3 sentinels, or a 3x2 cluster (README: Outgrowing one Redis)",
+    )
     p.add_argument("--replicas", type=int, default=int(os.environ.get("REPLICAS", "1")))
     p.add_argument("--workers", type=int, default=None, help="up: gunicorn workers per replica (local)")
     p.add_argument("--timeout", type=float, default=120.0, help="up: seconds to wait for readiness")
@@ -66,6 +73,7 @@ def choose(args: argparse.Namespace) -> tuple[Topology, str]:
         replicas=args.replicas,
         workers=args.workers,
         env_file=args.env_file.resolve(),
+        redis_topology=args.redis_topology,
         **ports,
     )
     return topology, why
@@ -95,11 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     elif command == "logs":
         print(runtime.logs(args.lines))
     elif command == "redis-stop":
-        runtime.redis_stop()
-        print("[stack] Redis stopped (SIGTERM)")
+        print(f"[stack] Redis primary {runtime.redis_stop()} stopped (SIGTERM)")
     elif command == "redis-kill":
-        runtime.redis_kill()
-        print("[stack] Redis killed (SIGKILL); `make redis-start` brings it back")
+        name = runtime.redis_kill()
+        print(f"[stack] Redis primary {name} killed (SIGKILL); `make redis-start` brings it back")
     elif command == "redis-start":
         runtime.redis_start()
         print("[stack] Redis started and answering")

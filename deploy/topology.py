@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .redis_layout import RedisLayout
+
 ROOT = Path(__file__).resolve().parent.parent
 STATE_FILE = "stack.json"
 
@@ -31,6 +33,7 @@ class Topology:
     redis_port: int = 6379
     workers: int | None = None
     env_file: Path = ROOT / ".env"
+    redis_topology: str = "standalone"  # REDIS_TOPOLOGY: standalone, sentinel or cluster (see redis_layout.py)
 
     @property
     def replica_ids(self) -> list[str]:
@@ -59,6 +62,10 @@ class Topology:
         return self.nginx_url or f"http://127.0.0.1:{self.api_port}"
 
     @property
+    def redis_layout(self) -> RedisLayout:
+        return RedisLayout(self.redis_topology, self.redis_port, self.run_dir)
+
+    @property
     def redis_url(self) -> str:
         if self.runtime == "docker":
             return "redis://redis:6379/0 (Compose network only; `docker compose exec redis redis-cli`)"
@@ -74,6 +81,7 @@ class Topology:
             "replica_urls": self.replica_urls,
             "replica_ids": self.replica_ids if self.runtime == "local" else [],
             "redis_url": self.redis_url,
+            "redis_topology": self.redis_topology,
             "replicas": self.replicas,
             "scaled": self.scaled,
             "run_dir": str(self.run_dir),
