@@ -53,7 +53,10 @@ def redis_server() -> Iterator[str]:
 def summary(samples_s: list[float]) -> dict[str, float]:
     """Median, p90 and p99 of per-operation times, in microseconds."""
     ordered = sorted(samples_s)
-    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e6  # noqa: E731
+
+    def pick(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e6
+
     return {"median_us": round(statistics.median(ordered) * 1e6, 3), "p90_us": round(pick(0.9), 3),
             "p99_us": round(pick(0.99), 3), "n": len(ordered)}  # fmt: skip
 

@@ -221,7 +221,7 @@ def main() -> bool:
         "ceiling_route": "GET /healthz",
         "hit_request": _body(HOT_TEXT),
     }
-    timeout_ms = Settings(_env_file=None).redis_socket_timeout * 1000  # type: ignore[call-arg]
+    timeout_ms = Settings(_env_file=None).redis_socket_timeout * 1000
     with bench_stack(replicas=3, scaled=True) as stack:
         print(f"  stack: {stack.url} -> {', '.join(stack.replica_urls)}")
         figures["throughput"] = _timed("cached hit vs ceiling, Redis up and down", lambda: throughput(stack))
