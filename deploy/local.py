@@ -19,6 +19,7 @@ from supervisor.xmlrpc import SupervisorTransport
 from . import nginx_conf, supervisor_conf
 from .apienv import api_env, without_settings
 from .errors import CommandFailed, NotReady, StackStateError
+from .procs import alive
 from .readiness import answers, redis_answers, tail, wait_all_behind_nginx, wait_for
 from .topology import Topology
 
@@ -126,7 +127,7 @@ class LocalRuntime:
             groups = {int(p["pid"]) for p in self.processes() if p["pid"]}
             self.rpc().shutdown()
         if supervisord:
-            wait_for(lambda: not _alive(supervisord), timeout=60, what=f"supervisord (pid {supervisord}) exits")
+            wait_for(lambda: not alive(supervisord), timeout=60, what=f"supervisord (pid {supervisord}) exits")
         for pgid in groups:
             # Children run in their own process groups (supervisord's setpgrp), e.g. gunicorn and its workers.
             try:
@@ -159,7 +160,7 @@ class LocalRuntime:
         pid = self.pid_of("redis")
         if pid:
             os.kill(pid, signal.SIGKILL)
-            wait_for(lambda: not _alive(pid), timeout=10, what=f"redis-server (pid {pid}) is gone")
+            wait_for(lambda: not alive(pid), timeout=10, what=f"redis-server (pid {pid}) is gone")
         wait_for(lambda: self.rpc().getProcessInfo("redis")["pid"] == 0, timeout=10, what="supervisord saw Redis exit")
 
     def redis_start(self, timeout: float = 30) -> None:
@@ -177,17 +178,3 @@ class LocalRuntime:
             raise StackStateError(f"{name} is not running")
         os.killpg(pid, signal.SIGKILL)
         return f"{name} (pid {pid}, 127.0.0.1:{self.t.replica_ports[index - 1]}) killed; supervisord restarts it"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie still answers kill(0); it is dead for our purposes.
-    try:
-        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False

@@ -4,7 +4,6 @@ control: with the Redis->memory fallback switched off, the chaos check must fail
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -14,74 +13,35 @@ from typing import Any
 
 import pytest
 
-from deploy.ports import stack_ports
+from deploy.client import StackClient
+from deploy.topology import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.loadtest]
 
-REPO = Path(__file__).resolve().parents[2]
-STACK = REPO / "deploy" / "stack.py"
-RUN = REPO / "loadtest" / "run.py"
 
-
-class LocalStack:
-    """A local-runtime scaled stack on free ports in its own run dir, brought up and down by deploy/stack.py."""
-
-    def __init__(self, run_dir: Path, replicas: int, env: dict[str, str]) -> None:
-        ports = stack_ports(replicas)
-        self.args = " ".join([f"--run-dir {shlex.quote(str(run_dir))}", *(f"--{k}-port {v}" for k, v in ports.items())])
-        self.replicas = replicas
-        self.env = {**os.environ, **env}
-
-    def stack(self, *cmd: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        argv = [sys.executable, str(STACK), "--runtime", "local", *shlex.split(self.args), *cmd]
-        return subprocess.run(
-            argv, cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout, check=False
-        )
-
-    def up(self) -> dict[str, Any]:
-        done = self.stack("up", "--scaled", "--replicas", str(self.replicas), timeout=180)
-        assert done.returncode == 0, f"stack up failed:\n{done.stdout}\n{done.stderr}"
-        info = self.stack("info", "--json")
-        assert info.returncode == 0, info.stderr
-        return dict(json.loads(info.stdout))
-
-    def down(self) -> None:
-        self.stack("down")
-
-    def loadtest(
-        self, scenario: str, reports: Path, *extra: str, timeout: float = 150
-    ) -> subprocess.CompletedProcess[str]:
-        argv = [
-            sys.executable,
-            str(RUN),
-            scenario,
-            "--runtime",
-            "local",
-            "--stack-args",
-            self.args,
-            "--reports",
-            str(reports),
-            *extra,
-        ]
-        return subprocess.run(
-            argv, cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout, check=False
-        )
+def loadtest(
+    stack: StackClient, scenario: str, reports: Path, *extra: str, timeout: float = 150
+) -> subprocess.CompletedProcess[str]:
+    """`python -m loadtest.run` against `stack`, as `make loadtest` / `make chaos` run it."""
+    argv = [sys.executable, "-m", "loadtest.run", scenario, "--runtime", stack.runtime]
+    argv += ["--stack-args", shlex.join(stack.options), "--reports", str(reports), *extra]
+    return subprocess.run(argv, cwd=ROOT, env=stack.env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 @pytest.fixture
 def stack_factory(tmp_path: Path) -> Iterator[Any]:
     """Starts local scaled stacks on demand and always takes them down after the test."""
-    started: list[LocalStack] = []
+    started: list[StackClient] = []
 
-    def start(name: str, replicas: int, env: dict[str, str] | None = None) -> LocalStack:
-        stack = LocalStack(tmp_path / name, replicas, env or {})
+    def start(name: str, replicas: int, env: dict[str, str] | None = None) -> StackClient:
+        stack = StackClient.on_free_ports(tmp_path / name, replicas, env=env)
         started.append(stack)
         stack.up()
         return stack
 
     yield start
     for stack in started:
-        stack.down()
+        stack.run("down")
 
 
 def _verdict(reports: Path, scenario: str) -> dict[str, Any]:
@@ -92,7 +52,7 @@ def test_sharing_and_chaos_pass_on_scaled_stack(stack_factory: Any, tmp_path: Pa
     """A 15 s sharing run and a 30 s chaos run pass: no failures, cross-instance hits, one upstream call per key."""
     stack = stack_factory("scaled", 3)
     reports = tmp_path / "reports"
-    sharing = stack.loadtest("sharing", reports, "--duration", "15", "--users", "10")
+    sharing = loadtest(stack, "sharing", reports, "--duration", "15", "--users", "10")
     assert sharing.returncode == 0, sharing.stdout[-4000:] + sharing.stderr[-2000:]
     verdict = _verdict(reports, "sharing")
     assert verdict["phases"][0]["failures"] == 0
@@ -102,7 +62,7 @@ def test_sharing_and_chaos_pass_on_scaled_stack(stack_factory: Any, tmp_path: Pa
     for name in ("sharing.html", "sharing_stats.csv", "sharing_timeline.png"):
         assert (reports / name).stat().st_size > 0, name
 
-    chaos = stack.loadtest("chaos", reports, "--duration", "30", "--users", "10")
+    chaos = loadtest(stack, "chaos", reports, "--duration", "30", "--users", "10")
     assert chaos.returncode == 0, chaos.stdout[-4000:] + chaos.stderr[-2000:]
     verdict = _verdict(reports, "chaos")
     assert [p["phase"] for p in verdict["phases"]] == ["warm", "redis-down", "redis-back", "replica-down", "recovered"]
@@ -114,7 +74,7 @@ def test_chaos_fails_when_fallback_is_off(stack_factory: Any, tmp_path: Path) ->
     """With CACHE_FALLBACK_ENABLED=false, killing Redis makes requests fail and the chaos run exits non-zero."""
     stack = stack_factory("no-fallback", 2, {"CACHE_FALLBACK_ENABLED": "false"})
     reports = tmp_path / "reports"
-    chaos = stack.loadtest("chaos", reports, "--duration", "15", "--users", "10", "--no-replica-kill")
+    chaos = loadtest(stack, "chaos", reports, "--duration", "15", "--users", "10", "--no-replica-kill")
     assert chaos.returncode == 1, chaos.stdout[-4000:] + chaos.stderr[-2000:]
     phases = {p["phase"]: p for p in _verdict(reports, "chaos")["phases"]}
     assert phases["redis-down"]["failures"] > 0, chaos.stdout[-4000:]
