@@ -22,6 +22,10 @@ from deploy.ports import free_port
 REPORTS = Path(__file__).resolve().parent.parent / "reports"
 
 
+class BenchError(Exception):
+    """A benchmark cannot run here (a tool is missing); bench.run's main turns it into exit status 2."""
+
+
 @contextmanager
 def redis_server() -> Iterator[str]:
     """A redis-server of its own on a free 127.0.0.1 port, like the one the stack runs (AOF on)."""
