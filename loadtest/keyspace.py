@@ -8,10 +8,26 @@ climbs as the hot keys fill the cache while the long tail keeps producing misses
 from __future__ import annotations
 
 import itertools
+import os
 import random
 from dataclasses import dataclass
 
-TENANT_KEYS: dict[str, int] = {"demo-school-123": 123, "demo-school-456": 456}
+from rag_api.config import DEMO_ADMIN_KEY as DEMO_ADMIN_KEY
+from rag_api.config import DEMO_TENANT_KEYS as _DEMO_TENANT_KEYS
+
+# run.py puts the running stack's tenant keys here for the Locust processes (`key:school,key:school`).
+KEYS_VARIABLE = "LOADTEST_TENANT_KEYS"
+
+
+def parse_tenant_keys(text: str) -> dict[str, int]:
+    """`key:school,key:school` (TENANT_API_KEYS' format) as {key: school}."""
+    pairs = (item.rsplit(":", 1) for item in text.split(",") if item.strip())
+    return {key.strip(): int(school) for key, school in pairs}
+
+
+DEMO_TENANT_KEYS = parse_tenant_keys(_DEMO_TENANT_KEYS)
+# The users' keys: the stack's (handed over by run.py), else the demo keys.
+TENANT_KEYS: dict[str, int] = parse_tenant_keys(os.environ.get(KEYS_VARIABLE, "")) or DEMO_TENANT_KEYS
 
 _SUBJECTS = (
     "photosynthesis",

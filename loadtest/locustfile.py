@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,6 @@ from typing import Any
 from locust import FastHttpUser, events, task
 from locust.event import EventHook
 from locust.user.wait_time import constant_pacing
-
-# Locust puts only this folder on sys.path; the repository root makes `loadtest.*` importable.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from loadtest.keyspace import TENANT_KEYS, KeyspaceConfig, ZipfSampler, chat_body, questions, texts
 from loadtest.recorder import Recorder

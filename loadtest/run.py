@@ -1,4 +1,4 @@
-"""`run.py sharing|chaos`: headless Locust against the running scaled stack, then reports and a verdict.
+"""`python -m loadtest.run sharing|chaos`: headless Locust against the running scaled stack, then reports and a verdict.
 
 sharing: tenants hammer a Zipf-skewed key mix through nginx; passes when nothing fails, some hits were
 served by another instance than the one that computed the value, and the upstream stub was called
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -19,9 +20,6 @@ import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
-
-# Run as a script (`python loadtest/run.py`): make the repository root importable.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from loadtest.analysis import (
     CHAOS_PLAN,
@@ -38,13 +36,22 @@ from loadtest.analysis import (
 )
 from loadtest.plot import plot_timeline
 from loadtest.report import print_verdict
-from loadtest.stackctl import REPO, ActionRecord, Stack, clear_caches, stub_stats, wait_healthy
+from loadtest.stackctl import (
+    REPO,
+    ActionRecord,
+    Stack,
+    clear_caches,
+    locust_env,
+    stack_keys,
+    stub_stats,
+    wait_healthy,
+)
 
 DEFAULTS = {"sharing": {"users": 20, "duration": 60.0}, "chaos": {"users": 20, "duration": 75.0}}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="loadtest/run.py", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m loadtest.run", description=__doc__.split("\n\n")[0])
     p.add_argument("scenario", choices=sorted(DEFAULTS))
     p.add_argument("--users", type=int, help="concurrent Locust users (default 20)")
     p.add_argument("--duration", type=float, help="seconds of load (default 60 sharing, 75 chaos)")
@@ -166,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     if not wait_healthy(args.host, timeout=15):
         print(f"error: {args.host}/cache/health does not answer; is the scaled stack up (make up-scaled)?")
         return 2
-    errors = clear_caches([args.host, *info.get("replica_urls", [])])
+    tenants, admin_key = stack_keys(info)  # the running stack's keys: a .env with real keys works too
+    os.environ.update(locust_env(tenants))
+    errors = clear_caches([args.host, *info.get("replica_urls", [])], admin_key)
     if errors:
         print("warning: cache clear failed on", "; ".join(errors), flush=True)
     stub_stats(args.stub_url, reset=True)
