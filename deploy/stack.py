@@ -106,9 +106,7 @@ def run(args: argparse.Namespace, topology: Topology, runtime: Runtime) -> str:
         return "[stack] Redis started and answering"
     if command == "replica-kill":
         return f"[stack] {runtime.replica_kill(args.index)}"
-    if command == "info":
-        return info(topology, args.json)
-    return topology.runtime  # which
+    return info(topology, args.json)
 
 
 def show_failure(runtime: Runtime, error: StackError) -> None:
@@ -128,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         topology, why = choose(args)
         print(f"[stack] runtime: {topology.runtime} ({why})", file=sys.stderr)
+        if args.command == "which":  # the Makefile asks before any venv exists
+            print(topology.runtime)
+            return 0
         runtime = runtime_for(topology)
         print(run(args, topology, runtime))
     except RuntimeUnavailable as error:
