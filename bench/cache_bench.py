@@ -1,11 +1,18 @@
-"""The cache layer on its own: memory-tier hits, Redis-tier hits against a bare GET, bytes per embedding,
-and how long until another process's memory tier drops a replaced value."""
+"""The cache layer on its own: memory hits (next to cashews' two-level cache, and the sync API in a process
+without an event loop), Redis-tier hits against a bare GET, bytes per embedding, and how long until another
+process's memory tier drops a replaced value.
+
+`python -m bench.cache_bench sync-hit REDIS_URL` is the loop-less part, run in a process of its own.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import random
+import subprocess
+import sys
 import time
 from array import array
 from typing import Any
@@ -66,6 +73,61 @@ async def memory_hits(url: str, n: int) -> dict[str, Any]:
         }
     finally:
         gc.enable()
+    return figures
+
+
+async def cashews_hits(url: str, n: int) -> dict[str, Any]:
+    """cashews' two-level cache (`client_side=True`: memory in front of Redis, invalidated over pub/sub), a
+    memory hit of the same 1536-d float32 embedding as ours."""
+    try:
+        from cashews import Cache
+    except ImportError:  # a bench-only extra: `pip install -e '.[bench]'`
+        return {}
+    cache = Cache()
+    cache.setup(url, client_side=True)
+    vector = array("f", embedding())
+    await cache.set("bench:cashews:raw", vector, expire=3600)
+    assert await cache.get("bench:cashews:raw") == vector
+    for _ in range(200):
+        await cache.get("bench:cashews:raw")
+    gc.disable()
+    try:
+        samples = await time_async(lambda: cache.get("bench:cashews:raw"), n)
+    finally:
+        gc.enable()
+    await cache.close()
+    return {"cashews_client_side_get_array_embedding": summary(samples)}
+
+
+def sync_hits(url: str, n: int) -> dict[str, Any]:
+    """get_sync memory hits in this process, which must never have run an event loop."""
+    cache = build_cache("embedding", settings(url))
+    cache.set_sync("raw", array("f", embedding()), school_id=1)
+    for _ in range(500):  # the invalidation thread subscribes (memory is trusted from then on)
+        if cache.stats()["coherent"]:
+            break
+        time.sleep(0.01)
+    cache.get_sync("raw", school_id=1)  # refills memory after the subscription dropped it
+    before = cache.stats()["memory_hits"]
+    gc.disable()
+    try:
+        samples = time_sync(lambda: cache.get_sync("raw", school_id=1), n)
+    finally:
+        gc.enable()
+    served = cache.stats()["memory_hits"] - before
+    cache.close_sync()
+    return {"get_sync_memory_hit_array_embedding": summary(samples), "get_sync_memory_hits": served}
+
+
+def sync_hits_in_own_process(url: str, n: int) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.cache_bench", "sync-hit", url, str(n)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return figures
 
 
@@ -134,12 +196,27 @@ async def invalidation_delay(url: str, n: int) -> dict[str, Any]:
 
 
 async def run(url: str) -> tuple[dict[str, Any], bool]:
-    figures = {**await memory_hits(url, 20000), **await redis_hits(url, 5000), **await invalidation_delay(url, 100)}
+    figures = {
+        **await memory_hits(url, 20000),
+        **await cashews_hits(url, 20000),
+        **sync_hits_in_own_process(url, 20000),
+        **await redis_hits(url, 5000),
+        **await invalidation_delay(url, 100),
+    }
     print("cache layer:")
     ok = verdict("memory-tier hit, median", figures["memory_tier_get"]["median_us"], 2.0, "us")
-    # The target is the tier's; the whole manager.get() (key check, decode to a fresh array) is shown beside it.
     manager_hit = figures["manager_get_array_embedding"]["median_us"]
-    print(f"  info  manager.get() memory hit, array('f') embedding: {manager_hit} us")
+    ok &= verdict("manager.get() memory hit, 1536-d float32 embedding, median", manager_hit, 2.0, "us")
+    if "cashews_client_side_get_array_embedding" in figures:
+        theirs = figures["cashews_client_side_get_array_embedding"]["median_us"]
+        print(f"  info  cashews two-level cache (client_side) memory hit, same embedding: {theirs} us")
+        figures["cashews_over_ours"] = round(theirs / manager_hit, 2)
+        ratio = figures["cashews_over_ours"]
+        ok &= verdict("cashews' hit time / ours (medians)", ratio, 2.5, "x", lower_is_better=False)
+    else:
+        print("  skip  cashews not installed (pip install -e '.[bench]')")
+    sync_hit = figures["get_sync_memory_hit_array_embedding"]["median_us"]
+    ok &= verdict("get_sync memory hit in a process without an event loop, median", sync_hit, 3.0, "us")
     ratio = figures["redis_tier_get_array_embedding"]["median_us"] / figures["bare_redis_get"]["median_us"]
     ratio_list = figures["redis_tier_get_float_list_1536"]["median_us"] / figures["bare_redis_get"]["median_us"]
     figures["redis_hit_over_bare_get"] = round(ratio, 3)
@@ -155,3 +232,7 @@ async def run(url: str) -> tuple[dict[str, Any], bool]:
           f"1536 float list: {figures['manager_get_float_list_1536']['median_us']} us")  # fmt: skip
     ok &= verdict("time until B sees A's write, median", figures["invalidation_delay"]["median_us"] / 1000, 1000, "ms")
     return figures, ok
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["sync-hit"]:
+    print(json.dumps(sync_hits(sys.argv[2], int(sys.argv[3]))))

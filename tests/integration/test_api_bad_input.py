@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from tests.support.errors import error_message
 from tests.support.processes import Stack
 from tests.support.redis_server import RedisServer
 
@@ -76,7 +77,7 @@ def test_embeddings_bad_input(api: httpx.Client, body: bytes, status: int) -> No
     """A malformed or out-of-limits embeddings request is a 4xx with a JSON detail."""
     res = api.post("/v1/embeddings", content=body, headers=AUTH)
     assert res.status_code == status, res.text
-    assert res.json()["detail"]
+    assert error_message(res)
 
 
 @pytest.mark.parametrize(("body", "status"), CHAT_CASES)
@@ -85,7 +86,7 @@ def test_chat_bad_input(api: httpx.Client, body: bytes, status: int) -> None:
     res = api.post("/v1/chat/completions", content=body, headers=AUTH)
     assert res.status_code == status, res.text
     if status >= 400:
-        assert res.json()["detail"]
+        assert error_message(res)
 
 
 @pytest.mark.parametrize("path", ["/v1/embeddings", "/v1/chat/completions", "/cache/clear"])
@@ -93,11 +94,11 @@ def test_too_large_and_wrong_content_type(api: httpx.Client, path: str) -> None:
     """A body over MAX_REQUEST_BYTES is 413; a non-JSON content type is 422; both JSON."""
     big = api.post(path, content=b"x" * 20_000, headers=AUTH)
     assert big.status_code == 413
-    assert "larger than" in big.json()["detail"]
+    assert "larger than" in error_message(big)
     if path != "/cache/clear":
         plain = api.post(path, content=b'{"model": "m", "input": "a"}', headers={**AUTH, "Content-Type": "text/plain"})
         assert plain.status_code == 422
-        assert plain.json()["detail"]
+        assert error_message(plain)
 
 
 @pytest.mark.parametrize(
@@ -124,4 +125,4 @@ def test_other_routes_bad_input(
     """Bad queries, bad X-School-Id values, wrong methods and unknown paths are 4xx JSON."""
     res = api.request(method, path, headers=headers, json={"model": "m", "input": "a"} if method == "POST" else None)
     assert res.status_code == status, res.text
-    assert res.json()["detail"]
+    assert error_message(res)

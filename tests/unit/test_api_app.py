@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 from array import array
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import fakeredis
@@ -13,48 +12,19 @@ import httpx
 import httpx2
 import pytest
 from rag_api.app import create_app
-from rag_api.cache import RedisOptions, RedisTier, SyncRedisTier, build_cache
-from rag_api.config import Settings
 from rag_api.routes.chat import chat_key
 from upstream_stub import create_app as create_stub
 from upstream_stub import embedding_vector
 from upstream_stub.app import StubState
 
-T123 = {"Authorization": "Bearer demo-school-123"}
-T456 = {"Authorization": "Bearer demo-school-456"}
-ADMIN = {"Authorization": "Bearer demo-admin"}
-
-
-@dataclass
-class Api:
-    client: httpx.AsyncClient
-    stub: StubState
-    redis: fakeredis.FakeServer
-
-
-def make_settings(**overrides: Any) -> Settings:
-    base: dict[str, Any] = {"upstream_base_url": "http://stub/v1", "instance_id": "unit", "log_level": "warning"}
-    return Settings(_env_file=None, **{**base, **overrides})  # type: ignore[call-arg]
+from tests.support.errors import error_message
+from tests.support.inprocess import T123, T456, Api, make_settings, open_api
 
 
 @pytest.fixture
 async def api() -> AsyncIterator[Api]:
-    settings = make_settings(max_batch_size=8, max_input_chars=100, max_request_bytes=20_000)
-    server = fakeredis.FakeServer()
-    stub_state = StubState(latency_ms=0, dim=8)
-    caches = []
-    for name in ("embedding", "llm"):
-        cache = build_cache(name, settings.model_copy(update={"redis_enabled": False}))
-        options = RedisOptions(url="redis://fake")
-        cache.redis = RedisTier(options, channel=name, factory=lambda: fakeredis.FakeAsyncRedis(server=server))
-        cache.sync_redis = SyncRedisTier(options, channel=name, factory=lambda: fakeredis.FakeRedis(server=server))
-        caches.append(cache)
-    upstream = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=create_stub(stub_state)))
-    app = create_app(settings, upstream_http_client=upstream, caches=(caches[0], caches[1]))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            yield Api(client, stub_state, server)
+    async with open_api() as running:
+        yield running
 
 
 def floats(item: dict[str, Any]) -> list[float]:
@@ -120,16 +90,17 @@ def test_chat_key_ignores_order_nulls_and_user() -> None:
     assert a != c
 
 
-async def test_upstream_failure_is_502_and_not_cached(api: Api) -> None:
-    """An upstream 500 answers 502 JSON, and the next request calls the upstream again."""
-    api.stub.fail_status = 500
-    body = {"model": "m", "input": "boom"}
-    res = await api.client.post("/v1/embeddings", json=body, headers=T123)
-    assert res.status_code == 502
-    assert "detail" in res.json()
-    api.stub.fail_status = 0
-    again = await api.client.post("/v1/embeddings", json=body, headers=T123)
-    assert (again.status_code, again.headers["x-cache"]) == (200, "MISS")
+async def test_upstream_failure_is_502_and_not_cached() -> None:
+    """An upstream 500 answers 502 JSON, and (failures not remembered) the next request calls the upstream again."""
+    async with open_api(cache_failure_ttl=0) as api:
+        api.stub.fail_status = 500
+        body = {"model": "m", "input": "boom"}
+        res = await api.client.post("/v1/embeddings", json=body, headers=T123)
+        assert res.status_code == 502
+        assert error_message(res)
+        api.stub.fail_status = 0
+        again = await api.client.post("/v1/embeddings", json=body, headers=T123)
+        assert (again.status_code, again.headers["x-cache"]) == (200, "MISS")
 
 
 @pytest.mark.parametrize(
@@ -156,7 +127,7 @@ async def test_embedding_bad_input_is_4xx_json(api: Api, body: dict[str, Any] | 
     else:
         res = await api.client.post("/v1/embeddings", json=body, headers=headers)
     assert res.status_code == status, res.text
-    assert "detail" in res.json()
+    assert error_message(res)
 
 
 async def test_body_too_large_is_413(api: Api) -> None:
@@ -170,7 +141,7 @@ async def test_body_too_large_is_413(api: Api) -> None:
 
     streamed = await api.client.post("/v1/embeddings", content=chunks(), headers=T123)
     assert streamed.status_code == 413
-    assert "detail" in streamed.json()
+    assert error_message(streamed)
 
 
 async def test_stream_is_refused(api: Api) -> None:
@@ -178,7 +149,7 @@ async def test_stream_is_refused(api: Api) -> None:
     body = {"model": "g", "messages": [{"role": "user", "content": "hi"}], "stream": True}
     res = await api.client.post("/v1/chat/completions", json=body, headers=T123)
     assert res.status_code == 400
-    assert "stream" in res.json()["detail"]
+    assert "stream" in error_message(res)
 
 
 async def test_health_stats_clear(api: Api) -> None:

@@ -216,7 +216,7 @@ async def test_memory_is_not_trusted_while_the_subscription_is_down(
     cache = make_manager()
     await subscribed(cache)
     await cache.set("k", "old", school_id=1)
-    cache._on_lost()  # as if the subscription dropped: a peer's change could now go unheard
+    cache._coherent.forget_subscriptions()  # as if the subscription dropped: a peer's change could go unheard
     from rag_api.cache._serialization import encode
 
     fakeredis.FakeRedis(server=server).set(tenant_key("embedding", 1, "k"), encode("new"))

@@ -192,18 +192,32 @@ def test_nginx_upstream_matches_the_api_service(merged: dict[str, Any]) -> None:
 
 
 def test_shared_proxy_configuration() -> None:
-    """Keep-alive, bounded retries on error/timeout/502, a short connect timeout, X-Upstream-Addr, a size limit."""
+    """Keep-alive, bounded retries on a replica's own failure only, a short connect timeout, X-Upstream-Addr,
+    a size limit."""
     conf = proxy_conf()
     assert directive(conf, "proxy_pass") == "http://rag_api"
     assert directive(conf, "proxy_http_version") == "1.1"
     assert 'proxy_set_header Connection ""' in conf
-    assert {"error", "timeout", "http_502"} <= set(directive(conf, "proxy_next_upstream").split())
+    retry_on = set(directive(conf, "proxy_next_upstream").split())
+    assert {"error", "timeout"} <= retry_on
+    # An answered status is the API's (a model failure mapped to 502/504): never retried, never a replica fault.
+    assert not {s for s in retry_on if s.startswith("http_")}
     assert 1 < int(directive(conf, "proxy_next_upstream_tries")) <= 5
     assert float(directive(conf, "proxy_connect_timeout").removesuffix("s")) <= 2
     assert "add_header X-Upstream-Addr $upstream_addr always" in conf
     limit = directive(conf, "client_max_body_size")
     assert int(limit.removesuffix("m")) * 1024 * 1024 == Settings.model_fields["max_request_bytes"].default
     assert "keepalive" in nginx_conf.upstream_block(["x:1"])
+
+
+def test_request_budget_ends_before_nginx_gives_up() -> None:
+    """Settings' PROXY_READ_TIMEOUT is nginx's proxy_read_timeout, and the default REQUEST_TIMEOUT ends first."""
+    conf = proxy_conf()
+    nginx_read = float(directive(conf, "proxy_read_timeout").removesuffix("s"))
+    fields = Settings.model_fields
+    assert fields["proxy_read_timeout"].default == nginx_read
+    assert fields["request_timeout"].default + 1 <= nginx_read
+    assert fields["upstream_timeout"].default <= fields["request_timeout"].default
 
 
 def test_local_nginx_config_is_accepted_by_nginx(tmp_path: Path) -> None:

@@ -38,3 +38,22 @@ def test_tenant_keys_parse(monkeypatch: pytest.MonkeyPatch) -> None:
     """`key:school_id,key:school_id` becomes a mapping of key to school."""
     monkeypatch.setenv("TENANT_API_KEYS", "a:1, b:22 ,")
     assert load_settings().tenant_api_keys == {"a": 1, "b": 22}
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"UPSTREAM_TIMEOUT": "40", "REQUEST_TIMEOUT": "30", "CACHE_LEASE_WAIT": "10"}, "UPSTREAM_TIMEOUT"),
+        ({"CACHE_LEASE_WAIT": "45", "REQUEST_TIMEOUT": "40"}, "CACHE_LEASE_WAIT"),
+        ({"REQUEST_TIMEOUT": "59.5"}, "PROXY_READ_TIMEOUT"),
+        ({"REQUEST_TIMEOUT": "50", "PROXY_READ_TIMEOUT": "30"}, "PROXY_READ_TIMEOUT"),
+    ],
+)
+def test_the_request_budget_is_checked_against_its_parts(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], named: str
+) -> None:
+    """The upstream timeout and the lease wait fit in REQUEST_TIMEOUT, which ends before nginx gives up."""
+    for variable, value in env.items():
+        monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=named):
+        load_settings()

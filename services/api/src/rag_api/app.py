@@ -83,7 +83,12 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(ServiceMiddleware, instance=conf.instance_id, max_body=conf.max_request_bytes)
+    app.add_middleware(
+        ServiceMiddleware,
+        instance=conf.instance_id,
+        max_body=conf.max_request_bytes,
+        request_timeout=conf.request_timeout,
+    )
     for module in (embeddings, chat, cache_routes, health):
         app.include_router(module.router)
     return app

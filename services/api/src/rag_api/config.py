@@ -46,6 +46,15 @@ class Settings(BaseSettings):
     cache_lease_poll_interval: PositiveFloat = 0.05
     cache_ttl_jitter: Annotated[float, Field(ge=0, lt=1)] = 0.0
     cache_early_refresh_beta: Annotated[float, Field(ge=0)] = 0.0
+    # Fail-safe: an entry stays this long past its TTL, served (X-Cache: STALE) only when recomputing it fails.
+    cache_stale_if_error: Annotated[float, Field(ge=0)] = 24 * 3600.0
+    # A failed compute is remembered this long and shared with the processes waiting on its lease (0: off).
+    cache_failure_ttl: Annotated[float, Field(ge=0, le=60)] = 2.0
+    # Fair sharing between schools: a school's share of each process's memory tier, and its Redis writes of
+    # computed values per second per process (with bursts), past which answers are served but not shared.
+    cache_tenant_max_share: Annotated[float, Field(gt=0, le=1)] = 0.5
+    cache_tenant_write_rate: Annotated[float, Field(ge=0)] = 200.0
+    cache_tenant_write_burst: Annotated[float, Field(ge=0)] = 2000.0
 
     # Tenants and auth.
     tenant_api_keys: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
@@ -56,7 +65,15 @@ class Settings(BaseSettings):
     upstream_api_key: SecretStr = SecretStr("stub-key")
     upstream_timeout: PositiveFloat = 30.0
     upstream_max_retries: Annotated[int, Field(ge=0, le=5)] = 0
+    upstream_breaker_threshold: Annotated[int, Field(ge=0)] = 5  # consecutive failures that open it; 0: off
+    upstream_breaker_cooldown: PositiveFloat = 5.0
     azure_openai_api_version: str | None = None
+
+    # One time budget per request, shared by the lease wait and the upstream call; it must end before the
+    # proxy in front gives up (nginx's proxy_read_timeout, 60 s in nginx/proxy.conf), so every client gets
+    # the API's own answer.
+    request_timeout: PositiveFloat = 50.0
+    proxy_read_timeout: PositiveFloat = 60.0
 
     # Service.
     instance_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
@@ -85,6 +102,15 @@ class Settings(BaseSettings):
         admin = self.admin_api_key.get_secret_value() if self.admin_api_key else None
         if admin is not None and admin in self.tenant_api_keys:
             raise ValueError("ADMIN_API_KEY must differ from every key in TENANT_API_KEYS")
+        if self.upstream_timeout > self.request_timeout:
+            raise ValueError("UPSTREAM_TIMEOUT must not exceed REQUEST_TIMEOUT (the request's whole budget)")
+        if self.cache_lease_wait > self.request_timeout:
+            raise ValueError("CACHE_LEASE_WAIT must not exceed REQUEST_TIMEOUT (the request's whole budget)")
+        if self.request_timeout + 1.0 > self.proxy_read_timeout:
+            raise ValueError(
+                "REQUEST_TIMEOUT must end at least 1 s before PROXY_READ_TIMEOUT (nginx's proxy_read_timeout), "
+                "or clients get the proxy's error instead of the API's answer"
+            )
         return self
 
 

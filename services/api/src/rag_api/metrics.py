@@ -10,6 +10,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -21,6 +22,7 @@ __all__ = [
     "EMBEDDING_ITEMS",
     "HTTP_DURATION",
     "HTTP_REQUESTS",
+    "UPSTREAM_BREAKER",
     "UPSTREAM_DURATION",
     "UPSTREAM_REQUESTS",
     "child",
@@ -41,6 +43,12 @@ HTTP_DURATION = Histogram(
 CACHE_RESULTS = Counter("rag_cache_results_total", "Cached-route answers by X-Cache value", ["route", "result"])
 EMBEDDING_ITEMS = Counter("rag_embedding_items_total", "Embedding inputs served, by cache outcome", ["outcome"])
 UPSTREAM_REQUESTS = Counter("rag_upstream_requests_total", "Calls to the model upstream", ["operation", "outcome"])
+UPSTREAM_BREAKER = Gauge(
+    "rag_upstream_breaker_state",
+    "The model's circuit breaker in this process: 0 closed, 1 half-open, 2 open (see rag_api.model_breaker)",
+    ["model"],
+    multiprocess_mode="livemax",
+)
 UPSTREAM_DURATION = Histogram(
     "rag_upstream_duration_seconds",
     "Time the model upstream took",

@@ -1,4 +1,5 @@
-"""One pure-ASGI middleware (cheap on the hot path): body size limit, `X-Instance`, request metrics."""
+"""One pure-ASGI middleware (cheap on the hot path): body size limit, `X-Instance`, request metrics, and the
+request's deadline (REQUEST_TIMEOUT), which everything the request waits on shares."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import time
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rag_api.errors import error_response
+from rag_api.cache import request_deadline
+from rag_api.errors import error_response, is_openai_path
 from rag_api.metrics import HTTP_DURATION, HTTP_REQUESTS, child
 
 __all__ = ["ServiceMiddleware"]
@@ -16,10 +18,11 @@ __all__ = ["ServiceMiddleware"]
 class ServiceMiddleware:
     """Refuses bodies over `max_body` with 413, stamps `X-Instance` on every answer and counts it."""
 
-    def __init__(self, app: ASGIApp, *, instance: str, max_body: int) -> None:
+    def __init__(self, app: ASGIApp, *, instance: str, max_body: int, request_timeout: float = 50.0) -> None:
         self.app = app
         self.instance = instance.encode("latin-1", "replace")
         self.max_body = max_body
+        self.request_timeout = request_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -54,12 +57,18 @@ class ServiceMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, stamped_send)
+            with request_deadline(self.request_timeout):
+                await self.app(scope, limited_receive, stamped_send)
         finally:
             self._observe(scope, status, started)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error_response(413, f"request body larger than {self.max_body} bytes")
+        response = error_response(
+            413,
+            f"request body larger than {self.max_body} bytes",
+            openai=is_openai_path(scope.get("path", "")),
+            code="request_too_large",
+        )
         response.headers["x-instance"] = self.instance.decode("latin-1")
         await response(scope, receive, send)
 

@@ -1,9 +1,15 @@
-"""The model upstream, reached with the official `openai` SDK; its failures become 502/504, never cached."""
+"""The model upstream, reached with the official `openai` SDK.
+
+Its failures are never cached and map the way OpenAI clients expect: 429 stays 429 with its Retry-After,
+other 4xx keep their status and message, 5xx and no connection are 502, a timeout is 504. Every call gets
+what is left of the request's deadline (at most UPSTREAM_TIMEOUT), and passes its model's circuit breaker.
+"""
 
 from __future__ import annotations
 
 import base64
 import logging
+import math
 import time
 from array import array
 from collections.abc import Awaitable, Callable
@@ -13,9 +19,11 @@ import httpx2
 import openai
 import orjson
 
+from rag_api.cache import remaining
 from rag_api.config import Settings
-from rag_api.errors import ApiError, UpstreamError, UpstreamTimeoutError
-from rag_api.metrics import UPSTREAM_DURATION, UPSTREAM_REQUESTS
+from rag_api.errors import ApiError, UpstreamError, UpstreamRejectedError, UpstreamTimeoutError
+from rag_api.metrics import UPSTREAM_BREAKER, UPSTREAM_DURATION, UPSTREAM_REQUESTS
+from rag_api.model_breaker import STATE_VALUES, ModelBreakers
 
 __all__ = ["EmbeddingInput", "Upstream"]
 
@@ -24,15 +32,21 @@ log = logging.getLogger("rag_api")
 EmbeddingInput = str | list[int]
 T = TypeVar("T")
 
-# Client mistakes the upstream reports are the caller's to fix; everything else is our upstream's failure.
-_PASS_THROUGH = {400, 404, 413, 422}
+# Below this many seconds left in the request's budget, an upstream call is not worth starting.
+_MIN_CALL_SECONDS = 0.05
+# The headers of a model's refusal that tell the client when to come back.
+_RETRY_HEADERS = ("retry-after", "retry-after-ms", "x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")
 
 
 class Upstream:
     """One OpenAI-compatible client per worker (built in the lifespan, closed with `aclose`)."""
 
-    def __init__(self, client: openai.AsyncOpenAI) -> None:
+    def __init__(
+        self, client: openai.AsyncOpenAI, *, timeout: float = 30.0, breakers: ModelBreakers | None = None
+    ) -> None:
         self.client = client
+        self.timeout = timeout
+        self.breakers = breakers or ModelBreakers(threshold=0, cooldown=0.0)
 
     @classmethod
     def from_settings(cls, settings: Settings, http_client: httpx2.AsyncClient | None = None) -> Upstream:
@@ -57,7 +71,8 @@ class Upstream:
                 max_retries=settings.upstream_max_retries,
                 http_client=http_client,
             )
-        return cls(client)
+        breakers = ModelBreakers(settings.upstream_breaker_threshold, settings.upstream_breaker_cooldown)
+        return cls(client, timeout=settings.upstream_timeout, breakers=breakers)
 
     async def aclose(self) -> None:
         await self.client.close()
@@ -74,8 +89,9 @@ class Upstream:
         payload: Any = inputs[0] if len(inputs) == 1 and isinstance(inputs[0], str) else inputs
         raw = await self._call(
             "embeddings",
-            lambda: self.client.embeddings.with_raw_response.create(
-                model=model, input=payload, encoding_format="base64", **kwargs
+            model,
+            lambda timeout: self.client.embeddings.with_raw_response.create(
+                model=model, input=payload, encoding_format="base64", timeout=timeout, **kwargs
             ),
         )
         return _vectors(raw.content, len(inputs))
@@ -86,8 +102,9 @@ class Upstream:
         model, messages = rest.pop("model"), rest.pop("messages")
         raw = await self._call(
             "chat",
-            lambda: self.client.chat.completions.with_raw_response.create(
-                model=model, messages=cast(Any, messages), extra_body=rest or None
+            model,
+            lambda timeout: self.client.chat.completions.with_raw_response.create(
+                model=model, messages=cast(Any, messages), extra_body=rest or None, timeout=timeout
             ),
         )
         try:
@@ -98,31 +115,89 @@ class Upstream:
             raise UpstreamError("the upstream's chat answer has no 'choices'")
         return parsed
 
-    async def _call(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, operation: str, model: str, call: Callable[[httpx2.Timeout], Awaitable[T]]) -> T:
+        breaker = self.breakers.get(model)
+        if breaker is not None:
+            try:
+                breaker.before_call()
+            except ApiError:
+                UPSTREAM_REQUESTS.labels(operation, "circuit_open").inc()
+                raise
+        left = min(self.timeout, remaining(self.timeout))
+        if left < _MIN_CALL_SECONDS:
+            UPSTREAM_REQUESTS.labels(operation, "no_time_left").inc()
+            if breaker is not None:
+                breaker.abandon()
+            raise UpstreamTimeoutError(f"no time left in the request's budget to call the upstream for {operation}")
         started = time.perf_counter()
         outcome = "error"
+        error: ApiError | None = None
         try:
-            result = await call()
+            result = await call(httpx2.Timeout(left, connect=min(5.0, left)))
             outcome = "ok"
             return result
-        except openai.APITimeoutError as exc:
-            outcome = "timeout"
-            raise UpstreamTimeoutError(f"the upstream did not answer {operation} in time") from exc
-        except openai.APIConnectionError as exc:
-            raise UpstreamError(f"the upstream could not be reached for {operation}: {exc}") from exc
-        except openai.APIStatusError as exc:
-            detail = _upstream_detail(exc)
-            if exc.status_code in _PASS_THROUGH:
-                raise ApiError(f"the upstream rejected the request: {detail}", status=exc.status_code) from exc
-            raise UpstreamError(f"the upstream answered {operation} with {exc.status_code}: {detail}") from exc
-        except openai.OpenAIError as exc:
-            raise UpstreamError(f"the upstream call for {operation} failed: {exc}") from exc
-        except (ValueError, TypeError) as exc:
-            # Raised while encoding the request body: the input slipped past validation, so it is the caller's.
-            raise ApiError(f"the request cannot be sent upstream: {exc}", status=400) from exc
+        except Exception as exc:
+            error = _mapped(operation, exc)
+            outcome = _OUTCOMES.get(error.status, "error")
+            raise error from exc
         finally:
+            if breaker is not None:
+                if outcome == "error" and error is None:  # cancelled: no outcome to learn from
+                    breaker.abandon()
+                else:
+                    breaker.record(error if _counts_as_failure(error) else None)
+                if breaker.times_opened:  # a series only for models that failed: clients choose model names
+                    UPSTREAM_BREAKER.labels(model).set(STATE_VALUES[breaker.state])
             UPSTREAM_REQUESTS.labels(operation, outcome).inc()
             UPSTREAM_DURATION.labels(operation).observe(time.perf_counter() - started)
+
+
+_OUTCOMES = {429: "rate_limited", 502: "error", 504: "timeout"}
+
+
+def _counts_as_failure(error: ApiError | None) -> bool:
+    """The failures that say the model is in trouble: 5xx, no connection, timeouts, rate limiting."""
+    return error is not None and (error.status >= 500 or error.status == 429)
+
+
+def _mapped(operation: str, exc: Exception) -> ApiError:
+    """The API's error for an exception of the SDK (or of encoding the request)."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, openai.APITimeoutError):
+        return UpstreamTimeoutError(f"the upstream did not answer {operation} in time")
+    if isinstance(exc, openai.APIConnectionError):
+        return UpstreamError(f"the upstream could not be reached for {operation}: {exc}", code="upstream_unreachable")
+    if isinstance(exc, openai.APIStatusError):
+        detail = _upstream_detail(exc)
+        status = exc.status_code
+        if 400 <= status < 500:
+            headers = {h.title(): v for h in _RETRY_HEADERS if (v := exc.response.headers.get(h)) is not None}
+            if status == 429 and "Retry-After" not in headers:
+                headers["Retry-After"] = _retry_after_from_ms(headers.get("Retry-After-Ms"))
+            code = "rate_limit_exceeded" if status == 429 else _upstream_code(exc) or "upstream_rejected"
+            return UpstreamRejectedError(
+                f"the upstream refused {operation} ({status}): {detail}", status=status, code=code, headers=headers
+            )
+        return UpstreamError(f"the upstream answered {operation} with {status}: {detail}")
+    if isinstance(exc, openai.OpenAIError):
+        return UpstreamError(f"the upstream call for {operation} failed: {exc}")
+    if isinstance(exc, ValueError | TypeError):
+        # Raised while encoding the request body: the input slipped past validation, so it is the caller's.
+        return ApiError(f"the request cannot be sent upstream: {exc}", status=400, code="invalid_request")
+    raise exc
+
+
+def _retry_after_from_ms(value: str | None) -> str:
+    try:
+        return str(max(1, math.ceil(float(value or "1000") / 1000)))
+    except ValueError:
+        return "1"
+
+
+def _upstream_code(exc: openai.APIStatusError) -> str | None:
+    code = getattr(exc, "code", None)
+    return str(code)[:64] if code else None
 
 
 def _upstream_detail(exc: openai.APIStatusError) -> str:

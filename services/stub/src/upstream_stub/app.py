@@ -27,6 +27,7 @@ class StubState:
     latency_ms: float = 150.0
     dim: int = 1536
     fail_status: int = 0
+    retry_after: float = 1.0  # seconds, sent with injected 429s (and 503s) as real model APIs do
     chat_chars: int = 0  # pad chat answers to this many characters (0: as they come)
     embedding_requests: int = 0
     embedding_inputs: int = 0
@@ -59,6 +60,7 @@ class ChatRequest(BaseModel):
 class Control(BaseModel):
     latency_ms: float | None = Field(default=None, ge=0)
     fail_status: int | None = Field(default=None, ge=0, le=599)
+    retry_after: float | None = Field(default=None, ge=0, le=3600)
     chat_chars: int | None = Field(default=None, ge=0, le=1_000_000)
 
 
@@ -77,7 +79,8 @@ def create_app(state: StubState | None = None) -> FastAPI:
         if st.latency_ms > 0:
             await asyncio.sleep(st.latency_ms / 1000)
         if st.fail_status:
-            raise HTTPException(st.fail_status, detail="injected failure")
+            headers = {"Retry-After": f"{st.retry_after:g}"} if st.fail_status in (429, 503) else None
+            raise HTTPException(st.fail_status, detail="injected failure", headers=headers)
 
     async def embeddings(body: EmbeddingRequest) -> Response:
         raw = body.input
@@ -167,11 +170,25 @@ def create_app(state: StubState | None = None) -> FastAPI:
             st.fail_status = body.fail_status
         if body.chat_chars is not None:
             st.chat_chars = body.chat_chars
-        return {"latency_ms": st.latency_ms, "fail_status": st.fail_status, "chat_chars": st.chat_chars}
+        if body.retry_after is not None:
+            st.retry_after = body.retry_after
+        return {
+            "latency_ms": st.latency_ms,
+            "fail_status": st.fail_status,
+            "chat_chars": st.chat_chars,
+            "retry_after": st.retry_after,
+        }
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> Response:
+        # OpenAI's error envelope, as the real APIs answer (the SDK reads `error.message`).
+        kind = "rate_limit_error" if exc.status_code == 429 else "server_error" if exc.status_code >= 500 else None
+        error = {"message": str(exc.detail), "type": kind or "invalid_request_error", "param": None, "code": None}
+        return JSONResponse({"error": error}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> Response:

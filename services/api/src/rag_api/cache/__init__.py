@@ -3,6 +3,7 @@
 `get_embedding_cache()` and `get_llm_cache()` return the process-wide managers, configured from Settings.
 """
 
+from ._deadline import DeadlineExceededError, deadline_at, remaining, request_deadline
 from ._errors import (
     BackendBusyError,
     BackendCommandError,
@@ -15,9 +16,11 @@ from ._errors import (
 )
 from ._factory import build_cache, get_embedding_cache, get_llm_cache, reset_caches
 from ._keys import tenant_key
-from ._manager import CacheManager, CachePolicy, Lookup
+from ._lookup import CachePolicy, Lookup
+from ._manager import CacheManager
 from ._memory import MemoryTier
 from ._redis import RedisOptions, RedisTier, SyncRedisTier
+from ._singleflight import FailureCodec
 from ._tier import CacheTier
 
 __all__ = [
@@ -30,6 +33,8 @@ __all__ = [
     "CacheTier",
     "CacheUnavailableError",
     "CorruptValueError",
+    "DeadlineExceededError",
+    "FailureCodec",
     "InvalidKeyError",
     "Lookup",
     "MemoryTier",
@@ -38,8 +43,11 @@ __all__ = [
     "SyncRedisTier",
     "UnsupportedValueError",
     "build_cache",
+    "deadline_at",
     "get_embedding_cache",
     "get_llm_cache",
+    "remaining",
+    "request_deadline",
     "reset_caches",
     "tenant_key",
 ]

@@ -19,6 +19,7 @@ def build_cache(name: str, settings: Settings, *, default_ttl: float | None = No
         max_entries=settings.cache_max_size,
         max_bytes=settings.cache_max_bytes,
         ttl_max=settings.cache_memory_ttl_max,
+        tenant_share=settings.cache_tenant_max_share,
     )
     policy = CachePolicy(
         default_ttl=default_ttl or settings.cache_default_ttl,
@@ -30,6 +31,10 @@ def build_cache(name: str, settings: Settings, *, default_ttl: float | None = No
         ttl_jitter=settings.cache_ttl_jitter,
         early_refresh_beta=settings.cache_early_refresh_beta,
         breaker_failure_threshold=settings.cache_breaker_failure_threshold,
+        stale_if_error=settings.cache_stale_if_error,
+        failure_ttl=settings.cache_failure_ttl,
+        tenant_write_rate=settings.cache_tenant_write_rate,
+        tenant_write_burst=settings.cache_tenant_write_burst,
     )
     if not settings.redis_enabled:
         return CacheManager(name, memory=memory, policy=policy)

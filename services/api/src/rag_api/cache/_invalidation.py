@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
 from ._errors import CacheBackendError
-from ._redis import RedisTier, translate_errors
+from ._redis import RedisTier, SyncRedisTier, translate_errors
 
 log = logging.getLogger("rag_api.cache")
 
@@ -111,4 +113,72 @@ class InvalidationListener:
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
                     await client.aclose()
             except CacheBackendError:  # the connection is already gone; nothing left to close
+                pass
+
+
+class ThreadedInvalidationListener:
+    """The sync twin of InvalidationListener, for processes that never run an event loop: a daemon thread
+    keeps the subscription, so `get_sync` may serve from memory with no Redis call."""
+
+    def __init__(
+        self,
+        tier: SyncRedisTier,
+        *,
+        channel: str,
+        sender: str,
+        on_notice: Callable[[Notice], None],
+        on_subscribed: Callable[[], None],
+        on_lost: Callable[[], None],
+        reconnect_interval: float,
+    ) -> None:
+        self._tier = tier
+        self._channel = channel
+        self._sender = sender
+        self._on_notice = on_notice
+        self._on_subscribed = on_subscribed
+        self._on_lost = on_lost
+        self._interval = reconnect_interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cache-invalidations-sync", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._listen_once()
+            except CacheBackendError as exc:
+                log.debug("sync invalidation subscription lost: %s", exc)
+            finally:
+                self._on_lost()
+            self._stop.wait(self._interval)
+
+    def _listen_once(self) -> None:
+        client = self._tier.pubsub_client()
+        pubsub: Any = client.pubsub()  # type: ignore[no-untyped-call]
+        try:
+            with translate_errors():
+                pubsub.subscribe(self._channel)
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=0.5)
+                    if message is None:
+                        continue
+                    if message["type"] == "subscribe":
+                        self._on_subscribed()
+                    elif message["type"] == "message":
+                        notice = Notice.decode(message["data"])
+                        if notice is not None and notice.sender != self._sender:
+                            self._on_notice(notice)
+        finally:
+            try:
+                with translate_errors():
+                    pubsub.close()
+                    client.close()
+            except CacheBackendError:
                 pass

@@ -50,3 +50,8 @@ def tenant_key(cache_name: str, school_id: object, key: object) -> str:
 def lease_key(full_key: str) -> str:
     """The single-flight lease of a full key; outside `cache:` so that clear() never touches leases."""
     return "lease:" + full_key
+
+
+def failure_key(full_key: str) -> str:
+    """Where a failed compute of a full key is remembered for a moment; outside `cache:` like leases."""
+    return "failed:" + full_key

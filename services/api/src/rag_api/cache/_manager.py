@@ -1,4 +1,8 @@
-"""CacheManager: the seed's API over a memory tier and a Redis tier, with fallback, coherence and single flight."""
+"""CacheManager: the seed's API, a thin front over the memory tier (`CoherentMemory`, the read rule), the
+Redis tier behind its guard (`RedisGuard`: breaker, fallback, probe) and single flight (`SingleFlight`).
+
+The async and the sync methods make the same decisions through those collaborators and differ only in I/O.
+"""
 
 from __future__ import annotations
 
@@ -6,94 +10,43 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import random
 import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, NamedTuple, TypeVar
+from functools import partial
+from typing import Any, TypeVar
 
+from ._admission import WriteAdmission
 from ._breaker import CircuitBreaker
-from ._errors import (
-    BackendBusyError,
-    BackendCommandError,
-    CacheBackendError,
-    CacheUnavailableError,
-    CorruptValueError,
-    InvalidKeyError,
-)
-from ._invalidation import InvalidationListener, Notice
+from ._coherence import CoherentMemory, Stale
+from ._errors import CacheBackendError, CacheUnavailableError, InvalidKeyError
+from ._guard import RedisGuard
+from ._invalidation import InvalidationListener, Notice, ThreadedInvalidationListener
 from ._keys import cache_prefix, check_cache_name, school_prefix, tenant_key
+from ._lookup import UNAVAILABLE, CacheCounters, CachePolicy, Lookup, Tier, Unavailable
 from ._memory import MemoryTier
 from ._redis import RedisTier, SyncRedisTier
-from ._serialization import Entry, decode_for_memory, encode
-from ._singleflight import SingleFlight
+from ._serialization import encode
+from ._singleflight import FailureCodec, SingleFlight
+
+__all__ = ["UNAVAILABLE", "CacheCounters", "CacheManager", "CachePolicy", "Lookup", "Tier"]
 
 log = logging.getLogger("rag_api.cache")
 T = TypeVar("T")
-Tier = Literal["memory", "redis", "none"]
-
-
-class _Unavailable:
-    """Marks a Redis call that did not happen or failed (Redis disabled, breaker open, error)."""
-
-
-UNAVAILABLE = _Unavailable()
-
-
-class Lookup(NamedTuple):
-    """A value and where it came from: `hit` is False, tier "none", for a value this call computed.
-
-    A NamedTuple rather than a frozen dataclass: one is made per cache hit, and it is several times cheaper.
-    """
-
-    value: Any
-    tier: Tier
-    hit: bool
-
-
-@dataclass(frozen=True, slots=True)
-class CachePolicy:
-    """The knobs of one manager (see Settings for their environment names and meaning)."""
-
-    default_ttl: float = 3600.0
-    fallback_enabled: bool = True
-    probe_interval: float = 0.25
-    lease_ttl: float = 3.0
-    lease_wait: float = 30.0
-    lease_poll_interval: float = 0.05
-    ttl_jitter: float = 0.0
-    early_refresh_beta: float = 0.0
-    breaker_failure_threshold: int = 1
-
-
-@dataclass(slots=True)
-class CacheCounters:
-    hits: int = 0
-    misses: int = 0
-    memory_hits: int = 0
-    redis_hits: int = 0
-    sets: int = 0
-    deletes: int = 0
-    errors: int = 0
-    fallbacks: int = 0
-    corrupt: int = 0
-    computes: int = 0
-    coalesced: int = 0
-    peer_hits: int = 0
-    invalidations: int = 0
-    resubscribes: int = 0
 
 
 @dataclass(slots=True)
 class _LoopState:
-    """What belongs to one event loop: background tasks and the in-process flights."""
+    """What belongs to one event loop: the invalidation listener, the in-process flights, spawned tasks."""
 
     loop: asyncio.AbstractEventLoop
+    flights: SingleFlight
+    subscription: object = field(default_factory=object)  # this loop's listener, to CoherentMemory
     listener: asyncio.Task[None] | None = None
-    probe: asyncio.Task[None] | None = None
-    flights: SingleFlight | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
 
@@ -111,21 +64,59 @@ class CacheManager:
     ) -> None:
         self.name = check_cache_name(name)
         self.policy = policy or CachePolicy()
-        self.memory = memory
-        self.redis = redis
-        self.sync_redis = sync_redis
-        self.breaker = CircuitBreaker(self.policy.breaker_failure_threshold)
         self.counters = CacheCounters()
         self.sender = uuid.uuid4().hex
-        self._subscribed = False
-        self._generation = 0  # moves on every invalidation; a Redis read refills memory only if it did not
+        self._guard = RedisGuard(name, redis=redis, sync_redis=sync_redis, policy=self.policy, counters=self.counters)
+        self._coherent = CoherentMemory(
+            memory,
+            policy=self.policy,
+            counters=self.counters,
+            shared=redis is not None,
+            redis_down=lambda: not self._guard.breaker.closed,
+        )
+        self._coherent.on_keys = self._wake_waiters
+        self._admission = WriteAdmission(self.policy.tenant_write_rate, self.policy.tenant_write_burst)
         self._state: _LoopState | None = None
+        self._sync_listener: tuple[ThreadedInvalidationListener, int] | None = None
         self._sync_locks: dict[str, threading.Lock] = {}
-        self._sync_locks_guard = threading.Lock()
+        self._sync_guard = threading.Lock()
+        self._fulls: dict[tuple[int | None, str], str] = {}
+
+    # The tiers, replaceable as a whole (tests put fakeredis behind a built manager).
+    @property
+    def memory(self) -> MemoryTier:
+        return self._coherent.memory
+
+    @property
+    def redis(self) -> RedisTier | None:
+        return self._guard.redis
+
+    @redis.setter
+    def redis(self, tier: RedisTier | None) -> None:
+        self._guard.redis = tier
+        self._coherent.shared = tier is not None
+
+    @property
+    def sync_redis(self) -> SyncRedisTier | None:
+        return self._guard.sync_redis
+
+    @sync_redis.setter
+    def sync_redis(self, tier: SyncRedisTier | None) -> None:
+        self._guard.sync_redis = tier
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        return self._guard.breaker
 
     # ----- the seed's API ------------------------------------------------------------------------------
     async def get(self, key: str, school_id: int | None = None) -> Any:
-        found = await self.lookup(key, school_id=school_id)
+        full = self._full(key, school_id)
+        mem = self._coherent
+        if mem.trusted() and (stored := mem.fresh(full)) is not None:  # the memory hit, without a Lookup
+            self.counters.hits += 1
+            self.counters.memory_hits += 1
+            return stored.value if stored.thaw is None else stored.thaw(stored.value)
+        found = await self._lookup_one(full)
         return None if found is None else found.value
 
     async def set(self, key: str, value: Any, ttl: float | None = None, school_id: int | None = None) -> None:
@@ -136,22 +127,16 @@ class CacheManager:
         in_memory = self.memory.delete_nowait(full)
         self.counters.deletes += 1
         notice = Notice(self.sender, keys=(full,)).encode()
-        removed = await self._redis_op(lambda r: r.delete([full], announce=notice))
-        if isinstance(removed, _Unavailable):
-            self._check_removal_shared()
-            return in_memory
-        return bool(removed)
+        removed = await self._guard.call(lambda r: r.delete([full], announce=notice))
+        return in_memory if self._removal_local(removed) else bool(removed)
 
     async def clear(self, school_id: int | None = None) -> int:
         """Remove one school's entries (or every school's of this cache) from Redis and every memory tier."""
         prefix = cache_prefix(self.name) if school_id is None else school_prefix(self.name, school_id)
         in_memory = self.memory.delete_prefix(prefix)
         notice = Notice(self.sender, prefix=prefix).encode()
-        removed = await self._redis_op(lambda r: r.clear(prefix, announce=notice))
-        if isinstance(removed, _Unavailable):
-            self._check_removal_shared()
-            return in_memory
-        return int(removed)
+        removed = await self._guard.call(lambda r: r.clear(prefix, announce=notice))
+        return in_memory if self._removal_local(removed) else int(removed)  # type: ignore[arg-type]
 
     async def get_or_compute(
         self,
@@ -178,11 +163,13 @@ class CacheManager:
         compute: Callable[[], Awaitable[Any]],
         ttl: float | None = None,
         school_id: int | None = None,
+        *,
+        failures: FailureCodec | None = None,
     ) -> Lookup:
         async def compute_one(_: list[str]) -> list[Any]:
             return [await compute()]
 
-        return (await self.resolve_many([key], compute_one, ttl=ttl, school_id=school_id))[0]
+        return (await self.resolve_many([key], compute_one, ttl=ttl, school_id=school_id, failures=failures))[0]
 
     async def resolve_many(
         self,
@@ -190,20 +177,31 @@ class CacheManager:
         compute_many: Callable[[list[str]], Awaitable[Sequence[Any]]],
         ttl: float | None = None,
         school_id: int | None = None,
+        *,
+        failures: FailureCodec | None = None,
     ) -> list[Lookup]:
         """Every key's value, computing only what nobody has: one compute per key across callers and processes.
 
         `compute_many(keys)` gets the missing keys (as the caller named them) and returns their values in order.
+        When it fails and every missing key has a value past its TTL but within CACHE_STALE_IF_ERROR, those
+        values are returned with `stale=True`; otherwise its exception propagates. With `failures`, a failure
+        is shared with the processes waiting on the same keys (see `_singleflight.py`).
         """
         fulls = [tenant_key(self.name, school_id, k) for k in keys]
         named = dict(zip(fulls, keys, strict=True))
         unique = list(named)
-        found = dict(zip(unique, await self._lookup(unique, refresh=True), strict=True))
+        stale: Stale = {}
+        found = dict(zip(unique, await self._lookup(unique, refresh=True, stale=stale), strict=True))
         missing = [f for f in unique if found[f] is None]
         if missing:
             flights = self._loop_state().flights
-            assert flights is not None
-            results = await flights.run(missing, named, compute_many, self._ttl(ttl))
+            try:
+                results = await flights.run(missing, named, compute_many, self._ttl(ttl), failures)
+            except Exception:
+                if any(f not in stale for f in missing):
+                    raise
+                results = {f: stale[f] for f in missing}
+                self.counters.stale_served += len(missing)
             found.update(results)
         return [found[f] for f in fulls]  # type: ignore[misc]
 
@@ -215,14 +213,23 @@ class CacheManager:
     async def aclose(self) -> None:
         state, self._state = self._state, None
         if state is not None and state.loop is asyncio.get_running_loop():
-            tasks = [t for t in (state.listener, state.probe, *state.tasks) if t is not None]
+            tasks = [t for t in (state.listener, *state.tasks) if t is not None]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        self._subscribed = False
+        await self._guard.aclose()
+        self._stop_sync_listener()
+        self._coherent.forget_subscriptions()
         if self.redis is not None:
             with contextlib.suppress(CacheBackendError):
                 await self.redis.aclose()
+        if self.sync_redis is not None:
+            self.sync_redis.close()
+
+    def close_sync(self) -> None:
+        """Stop the sync invalidation thread and close the sync client (code that never runs a loop)."""
+        self._stop_sync_listener()
+        self._coherent.forget_subscriptions()
         if self.sync_redis is not None:
             self.sync_redis.close()
 
@@ -230,7 +237,7 @@ class CacheManager:
         available = False
         if self.redis is not None and self.breaker.closed:
             try:
-                available = (await self._redis_op(lambda r: r.ping())) is True
+                available = (await self._guard.call(lambda r: r.ping())) is True
             except CacheUnavailableError:
                 available = False
         return {
@@ -238,27 +245,30 @@ class CacheManager:
             "redis_enabled": self.redis is not None,
             "redis_available": available,
             "breaker": self.breaker.state,
-            "coherent": self._subscribed,
+            "coherent": self._coherent.subscribed,
         }
 
     def stats(self) -> dict[str, Any]:
         c = self.counters
         lookups = c.hits + c.misses
+        memory = self.memory
         return {
             "name": self.name,
             **asdict(c),
             "hit_rate": round(c.hits / lookups, 4) if lookups else 0.0,
-            "evictions": self.memory.evictions,
+            "evictions": memory.evictions,
             "breaker": self.breaker.state,
             "breaker_opened": self.breaker.times_opened,
-            "coherent": self._subscribed,
+            "coherent": self._coherent.subscribed,
             "memory": {
-                "entries": len(self.memory),
-                "bytes": self.memory.bytes_used,
-                "max_entries": self.memory.max_entries,
-                "max_bytes": self.memory.max_bytes,
-                "evictions": self.memory.evictions,
-                "expirations": self.memory.expirations,
+                "entries": len(memory),
+                "bytes": memory.bytes_used,
+                "max_entries": memory.max_entries,
+                "max_bytes": memory.max_bytes,
+                "evictions": memory.evictions,
+                "tenant_evictions": memory.tenant_evictions,
+                "tenant_share": memory.tenant_share,
+                "expirations": memory.expirations,
             },
         }
 
@@ -266,68 +276,62 @@ class CacheManager:
         if self.redis is None or not self.breaker.closed:
             return None
         try:
-            info = await self._redis_op(lambda r: r.info())
+            info = await self._guard.call(lambda r: r.info())
         except CacheUnavailableError:
             return None
-        return None if isinstance(info, _Unavailable) else info
+        return None if isinstance(info, Unavailable) else info
 
     # ----- the synchronous API -------------------------------------------------------------------------
     def get_sync(self, key: str, school_id: int | None = None) -> Any:
         full = tenant_key(self.name, school_id, key)
-        trusted = self._memory_trusted()
-        if trusted and (entry := self._memory_entry(full)) is not None:
-            self._count_hit("memory")
-            return entry.value
-        data = self._sync_op(lambda r: r.get(full))
-        if isinstance(data, _Unavailable):
-            entry = None if trusted else self._memory_entry(full)
-            if entry is not None:
-                self._count_hit("memory")
-                return entry.value
-        elif data is not None and (decoded := self._decode_for_memory(data))[0] is not None:
-            found, memory_data = decoded
-            assert found is not None
-            self.memory.set_nowait(full, memory_data, self._remaining(found))
-            self._count_hit("redis")
-            return found.value
-        self.counters.misses += 1
-        return None
+        self._ensure_sync_listener()
+        mem = self._coherent
+        trusted = mem.trusted()
+        if trusted and (found := mem.read(full)) is not None:
+            return self._counted(found).value
+        generation = mem.generation
+        data = self._guard.call_sync(lambda r: r.get(full))
+        if isinstance(data, Unavailable):
+            found = None if trusted else mem.read(full)  # Redis just failed: memory is the fallback now
+        else:
+            found = None if data is None else mem.accept(full, data, generation)
+        if found is None:
+            self.counters.misses += 1
+            return None
+        return self._counted(found).value
 
     def set_sync(self, key: str, value: Any, ttl: float | None = None, school_id: int | None = None) -> None:
         full = tenant_key(self.name, school_id, key)
+        self._ensure_sync_listener()
         seconds = self._ttl(ttl)
-        expires_at = time.time() + seconds
-        data = encode(value, expires_at=expires_at)
-        self.memory.set_nowait(full, encode(value, expires_at=expires_at, compact=False), seconds)
+        data = encode(value, expires_at=time.time() + seconds)
+        self._coherent.keep(full, data, seconds)
         self.counters.sets += 1
         notice = Notice(self.sender, keys=(full,)).encode()
-        self._sync_op(lambda r: r.set(full, data, seconds, announce=notice))
+        kept = seconds + self.policy.stale_if_error
+        self._guard.call_sync(lambda r: r.set(full, data, kept, announce=notice))
 
     def delete_sync(self, key: str, school_id: int | None = None) -> bool:
         full = tenant_key(self.name, school_id, key)
         in_memory = self.memory.delete_nowait(full)
         self.counters.deletes += 1
-        removed = self._sync_op(lambda r: r.delete([full], announce=Notice(self.sender, keys=(full,)).encode()))
-        if isinstance(removed, _Unavailable):
-            self._check_removal_shared()
-            return in_memory
-        return bool(removed)
+        notice = Notice(self.sender, keys=(full,)).encode()
+        removed = self._guard.call_sync(lambda r: r.delete([full], announce=notice))
+        return in_memory if self._removal_local(removed) else bool(removed)
 
     def clear_sync(self, school_id: int | None = None) -> int:
         prefix = cache_prefix(self.name) if school_id is None else school_prefix(self.name, school_id)
         in_memory = self.memory.delete_prefix(prefix)
-        removed = self._sync_op(lambda r: r.clear(prefix, announce=Notice(self.sender, prefix=prefix).encode()))
-        if isinstance(removed, _Unavailable):
-            self._check_removal_shared()
-            return in_memory
-        return int(removed)
+        notice = Notice(self.sender, prefix=prefix).encode()
+        removed = self._guard.call_sync(lambda r: r.clear(prefix, announce=notice))
+        return in_memory if self._removal_local(removed) else int(removed)  # type: ignore[arg-type]
 
     def get_or_compute_sync(
         self, key: str, compute: Callable[[], Any], ttl: float | None = None, school_id: int | None = None
     ) -> Any:
         """Single flight between threads of this process (no cross-process lease on the sync path)."""
         full = tenant_key(self.name, school_id, key)
-        with self._sync_locks_guard:
+        with self._sync_guard:
             lock = self._sync_locks.setdefault(full, threading.Lock())
         with lock:
             value = self.get_sync(key, school_id=school_id)
@@ -335,26 +339,33 @@ class CacheManager:
                 value = compute()
                 self.counters.computes += 1
                 self.set_sync(key, value, ttl=ttl, school_id=school_id)
-        with self._sync_locks_guard:
+        with self._sync_guard:
             if not lock.locked():
                 self._sync_locks.pop(full, None)
         return value
 
     # ----- internals -----------------------------------------------------------------------------------
-    def _check_removal_shared(self) -> None:
-        """A delete or clear that reached only this process's memory: fine without Redis, an error with it.
+    def _full(self, key: str, school_id: int | None) -> str:
+        """`tenant_key()`, remembered for the last few thousand (school, key) pairs: a hit's key check is a
+        third of its cost. Only exact ints are remembered (True and 1.0 hash like 1 but are refused)."""
+        if type(school_id) is int and (full := self._fulls.get((school_id, key))) is not None:
+            return full
+        full = tenant_key(self.name, school_id, key)
+        if len(self._fulls) >= 4096:
+            self._fulls.clear()
+        self._fulls[(school_id, key)] = full
+        return full
 
-        Unlike a lost write (a later miss), a lost removal would let the removed value come back from Redis
-        once it returns, so the caller must know.
-        """
-        if self.redis is not None:
+    def _removal_local(self, removed: object) -> bool:
+        """True for a delete or clear that reached only this process's memory: fine without Redis, an error
+        with it (unlike a lost write, a lost removal would let the removed value come back from Redis)."""
+        if not isinstance(removed, Unavailable):
+            return False
+        if self.redis is not None or self.sync_redis is not None:
             raise CacheUnavailableError(
                 f"Redis is unavailable: the {self.name} cache removed the entries from this process's memory only"
             )
-
-    def _memory_trusted(self) -> bool:
-        """Memory may be served while subscribed to invalidations, or while Redis is known to be down."""
-        return self.redis is None or self._subscribed or not self.breaker.closed
+        return True
 
     def _ttl(self, ttl: float | None) -> float:
         seconds = self.policy.default_ttl if ttl is None else ttl
@@ -364,168 +375,82 @@ class CacheManager:
             seconds *= 1.0 - random.random() * self.policy.ttl_jitter
         return float(seconds)
 
-    @staticmethod
-    def _remaining(entry: Entry) -> float:
-        return entry.expires_at - time.time() if entry.expires_at else math.inf
-
-    def _decode(self, data: bytes) -> Entry | None:
-        return self._decode_for_memory(data)[0]
-
-    def _decode_for_memory(self, data: bytes) -> tuple[Entry | None, bytes]:
-        try:
-            return decode_for_memory(data)
-        except CorruptValueError:
-            self.counters.corrupt += 1
-            return None, data
-
-    def _memory_entry(self, full: str) -> Entry | None:
-        data = self.memory.get_nowait(full)
-        if data is None:
-            return None
-        entry = self._decode(data)
-        if entry is None:
-            self.memory.delete_nowait(full)
-        return entry
-
-    def _count_hit(self, tier: Tier) -> None:
+    def _counted(self, found: Lookup) -> Lookup:
         self.counters.hits += 1
-        if tier == "memory":
+        if found.tier == "memory":
             self.counters.memory_hits += 1
         else:
             self.counters.redis_hits += 1
+        return found
 
-    def _wants_refresh(self, entry: Entry) -> bool:
-        """XFetch: recompute a little before expiry, more likely the closer it is and the costlier the value."""
-        beta = self.policy.early_refresh_beta
-        if not beta or not entry.expires_at or not entry.delta:
-            return False
-        return time.time() - entry.delta * beta * math.log(1.0 - random.random()) >= entry.expires_at
-
-    async def _lookup_one(self, full: str, *, refresh: bool = False) -> Lookup | None:
+    async def _lookup_one(self, full: str, *, refresh: bool = False, stale: Stale | None = None) -> Lookup | None:
         """The hot path of a single key: memory, then Redis (refilling memory), then memory as the fallback."""
-        trusted = self._memory_trusted()
-        if trusted:
-            entry = self._memory_entry(full)
-            if entry is not None and not (refresh and self._wants_refresh(entry)):
-                self.counters.hits += 1
-                self.counters.memory_hits += 1
-                return Lookup(entry.value, "memory", True)
-        self._loop_state()
-        generation = self._generation
-        data = await self._redis_op(lambda r: r.get(full))
-        if isinstance(data, _Unavailable):
-            if not trusted and (entry := self._memory_entry(full)) is not None:  # Redis just failed: fall back
-                self.counters.hits += 1
-                self.counters.memory_hits += 1
-                return Lookup(entry.value, "memory", True)
-        elif data is not None:
-            entry, memory_data = self._decode_for_memory(data)
-            if entry is not None and not (refresh and self._wants_refresh(entry)):
-                if generation == self._generation:
-                    self.memory.set_nowait(full, memory_data, self._remaining(entry))
-                self.counters.hits += 1
-                self.counters.redis_hits += 1
-                return Lookup(entry.value, "redis", True)
-        self.counters.misses += 1
-        return None
+        mem = self._coherent
+        trusted = mem.trusted()
+        if trusted and (found := mem.read(full, refresh=refresh, stale=stale)) is not None:
+            self.counters.hits += 1
+            self.counters.memory_hits += 1
+            return found
+        state = self._state
+        if state is None or state.loop is not asyncio.get_running_loop():
+            self._loop_state()
+        generation = mem.generation
+        data = await self._guard.call(lambda r: r.get(full))
+        if isinstance(data, Unavailable):
+            found = None if trusted else mem.read(full, stale=stale)  # Redis just failed: memory is the fallback
+        else:
+            found = None if data is None else mem.accept(full, data, generation, refresh=refresh, stale=stale)
+        if found is None:
+            self.counters.misses += 1
+            return None
+        return self._counted(found)
 
-    async def _lookup(self, fulls: list[str], *, refresh: bool = False) -> list[Lookup | None]:
+    async def _lookup(
+        self, fulls: list[str], *, refresh: bool = False, stale: Stale | None = None
+    ) -> list[Lookup | None]:
         if len(fulls) == 1:
-            return [await self._lookup_one(fulls[0], refresh=refresh)]
+            return [await self._lookup_one(fulls[0], refresh=refresh, stale=stale)]
         self._loop_state()
+        mem = self._coherent
+        trusted = mem.trusted()
         found: list[Lookup | None] = [None] * len(fulls)
-        trusted = self._memory_trusted()
         if trusted:
-            for i, full in enumerate(fulls):
-                entry = self._memory_entry(full)
-                if entry is not None and not (refresh and self._wants_refresh(entry)):
-                    found[i] = Lookup(entry.value, "memory", True)
+            found = [mem.read(full, refresh=refresh, stale=stale) for full in fulls]
         pending = [i for i, lk in enumerate(found) if lk is None]
         if pending:
-            generation = self._generation
-            datas = await self._redis_op(lambda r: r.get_many([fulls[i] for i in pending]))
-            if isinstance(datas, _Unavailable):
-                if not trusted:  # Redis just failed: memory is the fallback now
-                    for i in pending:
-                        if (entry := self._memory_entry(fulls[i])) is not None:
-                            found[i] = Lookup(entry.value, "memory", True)
-            else:
-                for i, data in zip(pending, datas, strict=True):
-                    if data is None:
-                        continue
-                    entry, memory_data = self._decode_for_memory(data)
-                    if entry is None or (refresh and self._wants_refresh(entry)):
-                        continue
-                    if generation == self._generation:
-                        self.memory.set_nowait(fulls[i], memory_data, self._remaining(entry))
-                    found[i] = Lookup(entry.value, "redis", True)
+            generation = mem.generation
+            datas = await self._guard.call(lambda r: r.get_many([fulls[i] for i in pending]))
+            for n, i in enumerate(pending):
+                if isinstance(datas, Unavailable):
+                    found[i] = None if trusted else mem.read(fulls[i], stale=stale)
+                elif (data := datas[n]) is not None:
+                    found[i] = mem.accept(fulls[i], data, generation, refresh=refresh, stale=stale)
         for lk in found:
             if lk is None:
                 self.counters.misses += 1
             else:
-                self._count_hit(lk.tier)
+                self._counted(lk)
         return found
 
-    async def _store(self, values: dict[str, Any], seconds: float, *, delta: float = 0.0) -> None:
+    async def _store(self, values: dict[str, Any], seconds: float, *, delta: float = 0.0, admit: bool = False) -> None:
+        """Write values to memory and Redis (computed values only within their school's write budget)."""
         expires_at = time.time() + seconds
+        kept = seconds + self.policy.stale_if_error  # the envelope says when it expires; the grace follows
         datas = {}
         for full, value in values.items():
             datas[full] = data = encode(value, expires_at=expires_at, delta=delta)
-            plain = data if data[1] not in b"FA" else encode(value, expires_at=expires_at, delta=delta, compact=False)
-            self.memory.set_nowait(full, plain, seconds)
+            self._coherent.keep(full, data, seconds)
         self.counters.sets += len(datas)
         notice = Notice(self.sender, keys=tuple(datas)).encode()
-        await self._redis_op(lambda r: r.set_many(datas, seconds, announce=notice))
+        if admit and (admitted := self._admission.admit(list(datas))) != list(datas):
+            self.counters.writes_refused += len(datas) - len(admitted)
+            datas = {full: datas[full] for full in admitted}
+            if not datas:
+                return
+        await self._guard.call(lambda r: r.set_many(datas, kept, announce=notice))
 
-    def _fallback(self) -> _Unavailable:
-        if not self.policy.fallback_enabled:
-            raise CacheUnavailableError(f"Redis is unavailable for the {self.name} cache and fallback is off")
-        self.counters.fallbacks += 1
-        return UNAVAILABLE
-
-    async def _redis_op(self, op: Callable[[RedisTier], Awaitable[T]]) -> T | _Unavailable:
-        if self.redis is None:
-            return UNAVAILABLE
-        if not self.breaker.closed:
-            return self._fallback()
-        try:
-            result = await op(self.redis)
-        except (BackendBusyError, BackendCommandError):  # Redis is busy or refused one command: not an outage
-            self.counters.errors += 1
-            return self._fallback()
-        except CacheBackendError as exc:
-            self.counters.errors += 1
-            if self.breaker.record_failure():
-                log.warning("%s cache: Redis failed (%s); serving from memory until it answers again", self.name, exc)
-                self._start_probe()
-            return self._fallback()
-        self.breaker.record_success()
-        return result
-
-    def _sync_op(self, op: Callable[[SyncRedisTier], T]) -> T | _Unavailable:
-        if self.sync_redis is None:
-            return UNAVAILABLE
-        if not self.breaker.closed:
-            # Code without a running loop has no background probe: it tries Redis itself, at most once per
-            # probe interval, and closes the breaker when Redis answers.
-            if self.breaker.open_for() < self.policy.probe_interval:
-                return self._fallback()
-            try:
-                self.sync_redis.ping()
-            except CacheBackendError:
-                self.breaker.opened_at = time.monotonic()
-                return self._fallback()
-            self.breaker.close()
-        try:
-            result = op(self.sync_redis)
-        except CacheBackendError as exc:
-            self.counters.errors += 1
-            outage = not isinstance(exc, BackendBusyError | BackendCommandError)
-            if outage and self.breaker.record_failure():
-                log.warning("%s cache: Redis failed (%s); serving from memory", self.name, exc)
-            return self._fallback()
-        self.breaker.record_success()
-        return result
+    async def _store_computed(self, values: dict[str, Any], seconds: float, delta: float) -> None:
+        await self._store(values, seconds, delta=delta, admit=True)
 
     def _loop_state(self) -> _LoopState:
         """This loop's background tasks, started on first use in each loop (FastAPI, or each asyncio.run)."""
@@ -533,60 +458,74 @@ class CacheManager:
         state = self._state
         if state is not None and state.loop is loop:
             return state
-        self._subscribed = False
-        state = self._state = _LoopState(loop)
-        state.flights = SingleFlight(self, loop)
+        if state is not None:
+            self._coherent.on_lost(state.subscription)  # that loop's subscription is gone with it
+        flights = SingleFlight(
+            loop,
+            guard=self._guard,
+            coherent=self._coherent,
+            store=self._store_computed,
+            spawn=self._spawn,
+            policy=self.policy,
+            counters=self.counters,
+            sender=self.sender,
+        )
+        state = self._state = _LoopState(loop, flights)
         if self.redis is not None:
             listener = InvalidationListener(
                 self.redis,
                 sender=self.sender,
-                on_notice=self._on_notice,
-                on_subscribed=self._on_subscribed,
-                on_lost=self._on_lost,
+                on_notice=self._coherent.on_notice,
+                on_subscribed=partial(self._coherent.on_subscribed, state.subscription),
+                on_lost=partial(self._coherent.on_lost, state.subscription),
                 reconnect_interval=self.policy.probe_interval,
             )
             state.listener = loop.create_task(listener.run(), name=f"cache-{self.name}-invalidations")
         return state
 
-    def _start_probe(self) -> None:
-        state = self._loop_state()
-        if state.probe is None or state.probe.done():
-            state.probe = state.loop.create_task(self._probe(), name=f"cache-{self.name}-probe")
+    def _ensure_sync_listener(self) -> None:
+        """A thread that holds the invalidation subscription for the sync API (started once per process)."""
+        sync_redis = self.sync_redis
+        if sync_redis is None:
+            return
+        current = self._sync_listener
+        if current is not None and current[1] == os.getpid():
+            return
+        with self._sync_guard:
+            current = self._sync_listener
+            if current is not None and current[1] == os.getpid():
+                return
+            token = object()
+            listener = ThreadedInvalidationListener(
+                sync_redis,
+                channel=sync_redis.channel,
+                sender=self.sender,
+                on_notice=self._coherent.on_notice,
+                on_subscribed=partial(self._coherent.on_subscribed, token),
+                on_lost=partial(self._coherent.on_lost, token),
+                reconnect_interval=self.policy.probe_interval,
+            )
+            self._sync_listener = (listener, os.getpid())
+            listener.start()
 
-    async def _probe(self) -> None:
-        assert self.redis is not None
-        with contextlib.suppress(CacheBackendError):
-            await self.redis.reset_connections()
-        while not self.breaker.closed:
-            await asyncio.sleep(self.policy.probe_interval)
-            try:
-                await self.redis.ping()
-            except CacheBackendError:
-                continue
-            self.breaker.close()
-            log.warning("%s cache: Redis answers again; breaker closed", self.name)
+    def _stop_sync_listener(self) -> None:
+        current, self._sync_listener = self._sync_listener, None
+        if current is not None and current[1] == os.getpid():
+            current[0].stop()
 
-    def _on_subscribed(self) -> None:
-        # Whatever memory holds may have missed invalidations while nobody listened: drop it, then trust.
-        self._generation += 1
-        self.memory.clear_nowait()
-        self.counters.resubscribes += 1
-        self._subscribed = True
-
-    def _on_lost(self) -> None:
-        self._subscribed = False
-        self._generation += 1
-
-    def _on_notice(self, notice: Notice) -> None:
-        self._generation += 1
-        self.counters.invalidations += 1
-        for full in notice.keys:
-            self.memory.delete_nowait(full)
-        if notice.prefix is not None:
-            self.memory.delete_prefix(notice.prefix)
+    def _wake_waiters(self, fulls: tuple[str, ...]) -> None:
+        """A peer wrote (or failed) these keys: wake this loop's single-flight waiters, from any thread."""
         state = self._state
-        if state is not None and state.flights is not None:
-            state.flights.notify(notice.keys)
+        if state is None or state.loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is state.loop:
+            state.flights.notify(fulls)
+        else:
+            state.loop.call_soon_threadsafe(state.flights.notify, fulls)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run `coro` as a task of this loop that outlives its caller (a cancelled request must not cancel

@@ -27,8 +27,10 @@ from redis.retry import Retry
 
 from ._budget import Budget
 from ._errors import BackendBusyError, BackendCommandError, CacheBackendError
+from ._resolver import ResolvingConnection
 
-Claim: TypeAlias = tuple[bool, bytes | None]  # (this caller won the lease, the value stored now)
+# (this caller won the lease, the value stored now, the failure a peer recorded for the key moments ago)
+Claim: TypeAlias = tuple[bool, bytes | None, bytes | None]
 
 # Compare-and-delete: a lease is released only by the holder whose token it still carries.
 _RELEASE = "for _, k in ipairs(KEYS) do if redis.call('get', k) == ARGV[1] then redis.call('del', k) end end"
@@ -57,8 +59,12 @@ class RedisOptions:
     def async_client(self) -> aredis.Redis:
         """No socket timeout: RedisTier's per-operation budget bounds every call (see `_budget.py`), and the
         invalidation listener's reads wait on get_message's own timeout."""
+        # Plain TCP URLs connect through the process's resolver (see `_resolver.py`); TLS and Unix sockets as
+        # redis-py does.
+        resolving: dict[str, Any] = {"connection_class": ResolvingConnection} if self.url.startswith("redis://") else {}
         return aredis.Redis.from_url(
             self.url,
+            **resolving,
             protocol=self.protocol,
             max_connections=self.max_connections,
             socket_connect_timeout=self.connect_timeout,
@@ -228,19 +234,32 @@ class RedisTier:
                 await c.publish(self.channel, announce)
         return removed
 
-    async def claim(self, keys: Sequence[str], lease_keys: Sequence[str], token: str, ttl: float) -> list[Claim]:
-        """For each key, try SET NX PX on its lease, then read the value, in one round trip.
+    async def claim(
+        self, keys: Sequence[str], lease_keys: Sequence[str], failure_keys: Sequence[str], token: str, ttl: float
+    ) -> list[Claim]:
+        """For each key, try SET NX PX on its lease, then read the value and any recorded failure, in one
+        round trip.
 
-        The value is read after the lease attempt: a holder writes its value before releasing its lease, so a
-        caller that wins a lease just released still sees that value and computes nothing.
+        The value is read after the lease attempt: a holder writes its value (or its failure) before releasing
+        its lease, so a caller that wins a lease just released still sees it and computes nothing.
         """
         px = max(1, int(ttl * 1000))
         async with self._call() as c, c.pipeline(transaction=False) as pipe:
-            for key, lease in zip(keys, lease_keys, strict=True):
+            for key, lease, failed in zip(keys, lease_keys, failure_keys, strict=True):
                 pipe.set(lease, token, nx=True, px=px)
                 pipe.get(key)
+                pipe.get(failed)
             replies = await pipe.execute()
-        return [(bool(replies[i]), replies[i + 1]) for i in range(0, len(replies), 2)]
+        return [(bool(replies[i]), replies[i + 1], replies[i + 2]) for i in range(0, len(replies), 3)]
+
+    async def record_failure(self, failure_keys: Sequence[str], info: bytes, ttl: float, *, announce: bytes) -> None:
+        """Remember a failed compute for `ttl` seconds and wake the waiters (their keys are in `announce`)."""
+        px = max(1, int(ttl * 1000))
+        async with self._call() as c, c.pipeline(transaction=False) as pipe:
+            for failed in failure_keys:
+                pipe.set(failed, info, px=px)
+            pipe.publish(self.channel, announce)
+            await pipe.execute()
 
     async def release_leases(self, keys: Sequence[str], token: str) -> None:
         if keys:
@@ -288,6 +307,10 @@ class SyncRedisTier:
         if self._client is None or self._pid != os.getpid():
             self._client, self._pid = self._factory(), os.getpid()
         return self._client
+
+    def pubsub_client(self) -> redis.Redis:
+        """A client of its own for the sync invalidation listener's thread."""
+        return self._factory()
 
     def get(self, key: str) -> bytes | None:
         with translate_errors():

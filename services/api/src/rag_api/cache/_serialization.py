@@ -18,6 +18,7 @@ from __future__ import annotations
 import struct
 import sys
 from array import array
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import orjson
@@ -124,7 +125,9 @@ def _floats(raw: memoryview) -> array[float]:
 
 def encode(value: Any, *, expires_at: float = 0.0, delta: float = 0.0, compact: bool = True) -> bytes:
     """The envelope of `value`; `compact=False` keeps float vectors plain (the memory tier: fast to read)."""
-    if isinstance(value, bytes | bytearray | memoryview):
+    if isinstance(value, memoryview) and value.format == "f":  # a vector read from the cache, stored again
+        kind, payload = _ARRAY, pack_floats(array("f", value.tobytes()), compact=compact)
+    elif isinstance(value, bytes | bytearray | memoryview):
         kind, payload = _BYTES, bytes(value)
     elif isinstance(value, str):
         kind, payload = _STR, value.encode("utf-8", "surrogatepass")
@@ -140,36 +143,72 @@ def encode(value: Any, *, expires_at: float = 0.0, delta: float = 0.0, compact: 
     return _HEADER.pack(VERSION, kind, expires_at, delta) + payload
 
 
+class Stored(NamedTuple):
+    """A value as the memory tier keeps it, ready to hand out without copying: `value` is immutable (bytes,
+    str, a read-only memoryview of float32, or JSON text) and `thaw`, when set, makes each reader its own
+    mutable copy (a dict from JSON, a list from float32). `size` is what it weighs in the memory tier."""
+
+    value: Any
+    expires_at: float
+    delta: float
+    thaw: Callable[[Any], Any] | None
+    size: int
+
+    def read(self) -> Any:
+        return self.value if self.thaw is None else self.thaw(self.value)
+
+
+def _tolist(view: memoryview[float]) -> list[float]:
+    return view.tolist()  # type: ignore[return-value]
+
+
+def _json(text: bytes) -> Any:
+    return orjson.loads(text)
+
+
 def decode(data: bytes) -> Entry:
-    """The stored value; anything that is not one of our envelopes raises CorruptValueError."""
-    return decode_for_memory(data)[0]
+    """The stored value; anything that is not one of our envelopes raises CorruptValueError.
+
+    Float32 vectors stored as `array('f')` come back as a read-only `memoryview` of format "f" over the
+    stored bytes (no copy: `.tolist()` gives floats, the buffer is OpenAI's base64 payload); vectors stored
+    as a list of floats come back as a list."""
+    stored = stored_form(data)
+    return Entry(stored.read(), stored.expires_at, stored.delta)
 
 
-def decode_for_memory(data: bytes) -> tuple[Entry, bytes]:
-    """The stored value, and the envelope the memory tier should keep for it: the same bytes, except that a
-    compact float vector is kept plain there, so memory hits never pay for decompression."""
+def stored_form(data: bytes) -> Stored:
+    """The memory tier's form of an envelope (a compact float vector is expanded once, here)."""
     if len(data) < HEADER_SIZE:
         raise CorruptValueError("shorter than the envelope header")
     version, kind, expires_at, delta = _HEADER.unpack_from(data)
     if version != VERSION:
         raise CorruptValueError(f"envelope version {version} is not {VERSION}")
-    memory_data = data
+    thaw: Callable[[Any], Any] | None = None
     try:
         if kind in (_ARRAY, _FLOAT32):
             if len(data) > HEADER_SIZE and data[HEADER_SIZE] == _SPLIT:
-                memory_data = bytes(_plain_envelope(data))
+                data = bytes(_plain_envelope(data))
             elif len(data) <= HEADER_SIZE or data[HEADER_SIZE] != _PLAIN or len(data) % 4 != (HEADER_SIZE + 1) % 4:
                 raise CorruptValueError("unknown float layout")
-            floats = _floats(memoryview(memory_data)[HEADER_SIZE + 1 :])
-            value: Any = floats if kind == _ARRAY else floats.tolist()
+            value: Any = _float_view(data)
+            if kind == _FLOAT32:
+                thaw = _tolist
         elif kind == _BYTES:
             value = data[HEADER_SIZE:]
         elif kind == _STR:
             value = data[HEADER_SIZE:].decode("utf-8", "surrogatepass")
         elif kind == _JSON:
-            value = orjson.loads(memoryview(data)[HEADER_SIZE:])
+            value = data[HEADER_SIZE:]
+            orjson.loads(value)  # refuse corrupt JSON now, not at every read
+            thaw = _json
         else:
             raise CorruptValueError(f"unknown envelope kind {kind}")
     except (UnicodeDecodeError, orjson.JSONDecodeError) as exc:
         raise CorruptValueError(str(exc)) from exc
-    return Entry(value, expires_at, delta), memory_data
+    return Stored(value, expires_at, delta, thaw, len(data))
+
+
+def _float_view(plain: bytes) -> memoryview[float]:
+    if _BIG_ENDIAN:  # pragma: no cover - stored floats are little-endian: swap into a copy
+        return memoryview(bytes(_floats(memoryview(plain)[HEADER_SIZE + 1 :]))).cast("f")
+    return memoryview(plain)[HEADER_SIZE + 1 :].cast("f")

@@ -4,6 +4,12 @@
 The lease is short (CACHE_LEASE_TTL, 3 s) and its holder renews it every third of that while it computes:
 a computation may take as long as the upstream allows without a second one starting elsewhere, and a
 holder that dies stalls the others for one lease TTL at most.
+
+A computation that fails is remembered for CACHE_FAILURE_TTL (2 s) when the caller gives a `FailureCodec`:
+in this process, and in Redis next to the lease, so that the processes waiting on the lease (and whoever asks
+for the key in that window) receive the failure instead of each calling a failing upstream again. A failure
+is never stored as a value. Waiting is bounded by the request's deadline (`_deadline.py`) as well as by
+CACHE_LEASE_WAIT, after which a waiter computes without a lease.
 """
 
 from __future__ import annotations
@@ -12,78 +18,165 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+import orjson
+
+from ._coherence import CoherentMemory
+from ._deadline import DeadlineExceededError, deadline_at
 from ._errors import CacheUnavailableError
-from ._keys import lease_key
+from ._guard import RedisGuard
+from ._invalidation import Notice
+from ._keys import failure_key, lease_key
+from ._lookup import CacheCounters, CachePolicy, Lookup, Unavailable
+from ._redis import Claim, RedisTier
 
-if TYPE_CHECKING:
-    from ._manager import CacheManager, Lookup
-    from ._redis import Claim, RedisTier
+__all__ = ["ComputeMany", "FailureCodec", "SingleFlight"]
+
+ComputeMany = Callable[[list[str]], Awaitable[Sequence[Any]]]
+Store = Callable[[dict[str, Any], float, float], Awaitable[None]]
+Spawn = Callable[[Coroutine[Any, Any, None]], None]
+_MAX_REMEMBERED = 10_000
+
+
+class FailureCodec(Protocol):
+    """How a failed compute is shared: `encode` gives a JSON-safe dict (None: not shareable, e.g. the
+    caller's own mistake), `decode` makes the exception that callers in other processes receive."""
+
+    def encode(self, exc: Exception) -> dict[str, Any] | None: ...
+
+    def decode(self, info: dict[str, Any]) -> Exception: ...
 
 
 def _claim(tier: RedisTier, *, keys: list[str], token: str, ttl: float) -> Awaitable[list[Claim]]:
-    return tier.claim(keys, [lease_key(k) for k in keys], token, ttl)
-
-
-ComputeMany = Callable[[list[str]], Awaitable[Sequence[Any]]]
+    return tier.claim(keys, [lease_key(k) for k in keys], [failure_key(k) for k in keys], token, ttl)
 
 
 class SingleFlight:
-    """The flights of one manager in one event loop."""
+    """The flights of one manager in one event loop, built on the manager's seams: the Redis guard, the read
+    rule (`CoherentMemory.accept` for a value a claim finds) and the store of computed values."""
 
-    def __init__(self, manager: CacheManager, loop: asyncio.AbstractEventLoop) -> None:
-        self._m = manager
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        guard: RedisGuard,
+        coherent: CoherentMemory,
+        store: Store,
+        spawn: Spawn,
+        policy: CachePolicy,
+        counters: CacheCounters,
+        sender: str,
+    ) -> None:
         self._loop = loop
+        self._guard = guard
+        self._coherent = coherent
+        self._store = store
+        self._spawn = spawn
+        self._policy = policy
+        self._counters = counters
+        self._sender = sender
         self._futures: dict[str, asyncio.Future[Lookup]] = {}
         self._watchers: dict[str, asyncio.Event] = {}
+        self._failures: dict[str, tuple[float, dict[str, Any]]] = {}
 
     async def run(
-        self, missing: list[str], named: dict[str, str], compute_many: ComputeMany, seconds: float
+        self,
+        missing: list[str],
+        named: dict[str, str],
+        compute_many: ComputeMany,
+        seconds: float,
+        codec: FailureCodec | None = None,
     ) -> dict[str, Lookup]:
         """Join the flights already under way for some keys, lead new ones for the rest, await them all."""
+        if codec is not None:
+            self._raise_remembered(missing, codec)
         lead = [f for f in missing if f not in self._futures]
-        self._m.counters.coalesced += len(missing) - len(lead)
+        self._counters.coalesced += len(missing) - len(lead)
         for full in lead:
             self._futures[full] = self._loop.create_future()
         waits = {full: self._futures[full] for full in missing}
         if lead:
-            self._m._spawn(self._lead(lead, named, compute_many, seconds))
-        return {full: await asyncio.shield(fut) for full, fut in waits.items()}
+            self._spawn(self._lead(lead, named, compute_many, seconds, codec))
+        at = deadline_at()
+        # The deadline is on the monotonic clock; the loop's clock may have another origin (uvloop).
+        when = None if at is None else self._loop.time() + (at - time.monotonic())
+        timeout = asyncio.timeout_at(when)
+        try:
+            async with timeout:
+                return {full: await asyncio.shield(fut) for full, fut in waits.items()}
+        except TimeoutError:
+            if timeout.expired():
+                raise DeadlineExceededError("the answer was not ready before the request's deadline") from None
+            raise
 
     def notify(self, fulls: Iterable[str]) -> None:
-        """A peer wrote these keys: wake whoever waits on them now rather than at its next poll."""
+        """A peer wrote these keys (or failed them): wake whoever waits on them now rather than at its next poll."""
         for full in fulls:
             event = self._watchers.get(full)
             if event is not None:
                 event.set()
 
-    async def _lead(self, fulls: list[str], named: dict[str, str], compute_many: ComputeMany, seconds: float) -> None:
-        from ._manager import Lookup, _Unavailable
+    def _raise_remembered(self, fulls: list[str], codec: FailureCodec) -> None:
+        now = time.monotonic()
+        for full in fulls:
+            remembered = self._failures.get(full)
+            if remembered is None:
+                continue
+            if remembered[0] > now:
+                self._counters.failures_shared += 1
+                raise codec.decode(remembered[1])
+            del self._failures[full]
 
-        m = self._m
+    def _remember(self, fulls: list[str], info: dict[str, Any]) -> None:
+        ttl = self._policy.failure_ttl
+        if len(self._failures) > _MAX_REMEMBERED:
+            now = time.monotonic()
+            self._failures = {k: v for k, v in self._failures.items() if v[0] > now}
+        until = time.monotonic() + ttl
+        for full in fulls:
+            self._failures[full] = (until, info)
+
+    async def _lead(
+        self,
+        fulls: list[str],
+        named: dict[str, str],
+        compute_many: ComputeMany,
+        seconds: float,
+        codec: FailureCodec | None,
+    ) -> None:
         token = uuid.uuid4().hex
-        deadline = time.monotonic() + m.policy.lease_wait
+        lease_deadline = time.monotonic() + self._policy.lease_wait
+        request_deadline = deadline_at()
         pending = list(fulls)
         try:
             while pending:
+                now = time.monotonic()
+                if request_deadline is not None and now >= request_deadline:
+                    raise DeadlineExceededError("a peer was still computing when the request's deadline came")
+                generation = self._coherent.generation
                 claims = (
-                    await m._redis_op(partial(_claim, keys=pending, token=token, ttl=m.policy.lease_ttl))
-                    if time.monotonic() < deadline
+                    await self._guard.call(partial(_claim, keys=pending, token=token, ttl=self._policy.lease_ttl))
+                    if now < lease_deadline
                     else None  # waited long enough for peers: compute here, without a lease
                 )
-                if claims is None or isinstance(claims, _Unavailable):
-                    await self._compute(pending, named, compute_many, seconds, token=None)
+                if claims is None or isinstance(claims, Unavailable):
+                    await self._compute(pending, named, compute_many, seconds, token=None, codec=codec)
                     return
                 mine, theirs, release = [], [], []
-                for full, (won, data) in zip(pending, claims, strict=True):
-                    entry, memory_data = m._decode_for_memory(data) if data is not None else (None, b"")
-                    if entry is not None and not m._wants_refresh(entry):
-                        m.counters.peer_hits += 1
-                        m.memory.set_nowait(full, memory_data, m._remaining(entry))
-                        self._settle(full, Lookup(entry.value, "redis", True))
+                for full, (won, data, failed) in zip(pending, claims, strict=True):
+                    found = None if data is None else self._coherent.accept(full, data, generation, refresh=True)
+                    if found is not None:
+                        self._counters.peer_hits += 1
+                        self._settle(full, found)
+                        if won:
+                            release.append(full)
+                    elif failed is not None and codec is not None and (info := _info(failed)) is not None:
+                        self._counters.failures_shared += 1
+                        self._remember([full], info)
+                        self._fail(full, codec.decode(info))
                         if won:
                             release.append(full)
                     elif won:
@@ -93,16 +186,13 @@ class SingleFlight:
                 if release:
                     await self._release(release, token)
                 if mine:
-                    await self._compute(mine, named, compute_many, seconds, token=token)
+                    await self._compute(mine, named, compute_many, seconds, token=token, codec=codec)
                 pending = theirs
                 if pending:
                     await self._wait(pending)
         except Exception as exc:
             for full in fulls:
-                fut = self._futures.get(full)
-                if fut is not None and not fut.done():
-                    fut.set_exception(exc)
-                    fut.exception()  # the callers re-raise it; don't also log it as never retrieved
+                self._fail(full, exc)
         except BaseException:
             for full in fulls:
                 fut = self._futures.get(full)
@@ -121,17 +211,20 @@ class SingleFlight:
         seconds: float,
         *,
         token: str | None,
+        codec: FailureCodec | None,
     ) -> None:
-        from ._manager import Lookup
-
         started = time.monotonic()
         renewal = self._loop.create_task(self._renew(mine, token)) if token is not None else None
         try:
-            values = list(await compute_many([named[f] for f in mine]))
+            try:
+                values = list(await compute_many([named[f] for f in mine]))
+            except Exception as exc:
+                await self._share_failure(mine, exc, codec)
+                raise
             if len(values) != len(mine):
                 raise ValueError(f"compute returned {len(values)} values for {len(mine)} keys")
-            self._m.counters.computes += len(mine)
-            await self._m._store(dict(zip(mine, values, strict=True)), seconds, delta=time.monotonic() - started)
+            self._counters.computes += len(mine)
+            await self._store(dict(zip(mine, values, strict=True)), seconds, time.monotonic() - started)
             for full, value in zip(mine, values, strict=True):
                 self._settle(full, Lookup(value, "none", False))
         finally:
@@ -140,18 +233,32 @@ class SingleFlight:
             if token is not None:
                 await self._release(mine, token)
 
+    async def _share_failure(self, fulls: list[str], exc: Exception, codec: FailureCodec | None) -> None:
+        """Remember the failure here and record it in Redis before the lease is released (see `claim`)."""
+        self._counters.compute_failures += len(fulls)
+        info = codec.encode(exc) if codec is not None else None
+        ttl = self._policy.failure_ttl
+        if info is None or ttl <= 0:
+            return
+        self._remember(fulls, info)
+        notice = Notice(self._sender, keys=tuple(fulls)).encode()
+        data = orjson.dumps(info)
+        failed = [failure_key(f) for f in fulls]
+        with contextlib.suppress(CacheUnavailableError):
+            await self._guard.call(lambda r: r.record_failure(failed, data, ttl, announce=notice))
+
     async def _renew(self, fulls: list[str], token: str) -> None:
-        ttl = self._m.policy.lease_ttl
+        ttl = self._policy.lease_ttl
         leases = [lease_key(f) for f in fulls]
         while True:
             await asyncio.sleep(ttl / 3)
             with contextlib.suppress(CacheUnavailableError):
-                await self._m._redis_op(lambda r: r.extend_leases(leases, token, ttl))
+                await self._guard.call(lambda r: r.extend_leases(leases, token, ttl))
 
     async def _release(self, fulls: list[str], token: str) -> None:
         leases = [lease_key(f) for f in fulls]
         with contextlib.suppress(CacheUnavailableError):
-            await self._m._redis_op(lambda r: r.release_leases(leases, token))
+            await self._guard.call(lambda r: r.release_leases(leases, token))
 
     async def _wait(self, pending: list[str]) -> None:
         event = asyncio.Event()
@@ -159,7 +266,7 @@ class SingleFlight:
             self._watchers[full] = event
         try:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._m.policy.lease_poll_interval):
+                async with asyncio.timeout(self._policy.lease_poll_interval):
                     await event.wait()
         finally:
             for full in pending:
@@ -170,3 +277,17 @@ class SingleFlight:
         fut = self._futures.get(full)
         if fut is not None and not fut.done():
             fut.set_result(lookup)
+
+    def _fail(self, full: str, exc: BaseException) -> None:
+        fut = self._futures.get(full)
+        if fut is not None and not fut.done():
+            fut.set_exception(exc)
+            fut.exception()  # the callers re-raise it; don't also log it as never retrieved
+
+
+def _info(data: bytes) -> dict[str, Any] | None:
+    try:
+        info = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return info if isinstance(info, dict) else None

@@ -63,6 +63,8 @@ async def cache_stats(services: ServicesDep) -> dict[str, Any]:
         "llm": services.llm.stats(),
         "redis": redis,
         "redis_available": redis is not None,
+        # The model's circuit breakers in this process (rag_api.model_breaker), by model name.
+        "upstream": {"breakers": services.upstream.breakers.snapshot()},
     }
 
 

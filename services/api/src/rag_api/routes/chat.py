@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rag_api.deps import CacheMode, CacheModeDep, Services, ServicesDep, TenantDep
 from rag_api.metrics import CACHE_RESULTS
-from rag_api.routes.headers import BYPASS_HEADERS, cache_headers
+from rag_api.routes.headers import BYPASS_HEADERS, UPSTREAM_FAILURES, cache_headers
 
 __all__ = ["ChatRequest", "chat_key", "router"]
 
@@ -101,7 +101,7 @@ async def create_chat_completion(
         async def compute() -> dict[str, Any]:
             return await upstream.chat(request)
 
-        found = await cache.resolve(key, compute, ttl=ttl, school_id=school_id)
+        found = await cache.resolve(key, compute, ttl=ttl, school_id=school_id, failures=UPSTREAM_FAILURES)
         answer = found.value
         headers = cache_headers([found])
         del headers["X-Cache-Hits"]

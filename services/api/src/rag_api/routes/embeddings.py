@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rag_api.cache import Lookup
 from rag_api.deps import CacheMode, DirectRoute, Services, cache_mode_of, json_body, tenant_of
 from rag_api.metrics import CACHE_RESULTS, EMBEDDING_ITEMS, child
-from rag_api.routes.headers import BYPASS_HEADERS, cache_headers
+from rag_api.routes.headers import BYPASS_HEADERS, UPSTREAM_FAILURES, cache_headers
 from rag_api.upstream import EmbeddingInput
 
 __all__ = ["EmbeddingsRequest", "router"]
@@ -152,7 +152,9 @@ async def create_embeddings(request: Request) -> Response:
             packed = await upstream.embed(model, [by_key[k] for k in missing], dimensions=dims, user=body.user)
             return [_vector(v) for v in packed]
 
-        lookups: list[Lookup] = await cache.resolve_many(keys, compute_many, ttl=ttl, school_id=school_id)
+        lookups: list[Lookup] = await cache.resolve_many(
+            keys, compute_many, ttl=ttl, school_id=school_id, failures=UPSTREAM_FAILURES
+        )
         vectors = [lk.value for lk in lookups]
         headers = cache_headers(lookups)
         hits = sum(1 for lk in lookups if lk.hit)
