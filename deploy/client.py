@@ -14,11 +14,19 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 from .errors import CommandFailed
 from .ports import stack_ports
 from .topology import ROOT
+
+
+def free_port_options(run_dir: Path, replicas: int) -> tuple[list[str], dict[str, int]]:
+    """CLI options for a stack of one's own (free ports, `run_dir`, no `.env`), and the ports chosen."""
+    ports = stack_ports(replicas)
+    options = ["--run-dir", str(run_dir), "--env-file", str(run_dir / "no.env")]
+    options += [arg for name, port in ports.items() for arg in (f"--{name}-port", str(port))]
+    return options, ports
 
 
 class StackClient:
@@ -40,15 +48,13 @@ class StackClient:
         # What on_free_ports chose (for callers that check URLs or ports); empty for a stack named by `options`.
         self.run_dir, self.ports, self.replicas = run_dir, dict(ports or {}), replicas
 
-    @classmethod
+    @staticmethod
     def on_free_ports(
-        cls, run_dir: Path, replicas: int, *, runtime: str = "local", env: Mapping[str, str] | None = None
-    ) -> Self:
+        run_dir: Path, replicas: int, *, runtime: str = "local", env: Mapping[str, str] | None = None
+    ) -> StackClient:
         """A client for a stack of the caller's own: free ports, `run_dir`, and no `.env` (the demo keys)."""
-        ports = stack_ports(replicas)
-        options = ["--run-dir", str(run_dir), "--env-file", str(run_dir / "no.env")]
-        options += [arg for name, port in ports.items() for arg in (f"--{name}-port", str(port))]
-        return cls(runtime, options, env, run_dir=run_dir, ports=ports, replicas=replicas)
+        options, ports = free_port_options(run_dir, replicas)
+        return StackClient(runtime, options, env, run_dir=run_dir, ports=ports, replicas=replicas)
 
     def argv(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "deploy.stack", "--runtime", self.runtime, *self.options, *args]

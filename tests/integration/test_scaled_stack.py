@@ -30,9 +30,7 @@ REPLICAS = 3
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """One scaled stack for the module; torn down (and anything left SIGKILLed) at the end."""
-    local = LocalStack.on_free_ports(
-        tmp_path_factory.mktemp("scaled"), REPLICAS, env={"STUB_LATENCY_MS": "20", "STUB_DIM": "32"}
-    )
+    local = LocalStack(tmp_path_factory.mktemp("scaled"), REPLICAS, env={"STUB_LATENCY_MS": "20", "STUB_DIM": "32"})
     try:
         local.up()
         yield local
@@ -175,7 +173,7 @@ def test_make_down_leaves_no_process(stack: LocalStack, info: dict[str, Any]) ->
 
 def test_up_fails_with_the_logs_when_a_replica_cannot_start(tmp_path: Path) -> None:
     """With a setting the API rejects, `up` exits non-zero before its deadline and prints the replica's log."""
-    local = LocalStack.on_free_ports(tmp_path / "broken", 1, env={"TENANT_API_KEYS": "not-a-pair"})
+    local = LocalStack(tmp_path / "broken", 1, env={"TENANT_API_KEYS": "not-a-pair"})
     try:
         started = time.monotonic()
         done = local.run("up", "--scaled", "--replicas", "1", "--timeout", "15", timeout=60)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from deploy.client import StackClient
+from deploy.client import StackClient, free_port_options
 from deploy.procs import descendants, start_time
 from deploy.topology import ROOT as REPO
 
@@ -15,9 +17,13 @@ __all__ = ["REPO", "LocalStack"]
 
 
 class LocalStack(StackClient):
-    """`StackClient.on_free_ports(...)` for the local runtime; `pids()` lists what it runs, `destroy()` ends it."""
+    """A local-runtime stack of the test's own (free ports, `run_dir`, no `.env`); `pids()` lists what it runs,
+    `destroy()` ends it."""
 
-    seen: dict[int, int | None]
+    def __init__(self, run_dir: Path, replicas: int, env: Mapping[str, str] | None = None) -> None:
+        options, ports = free_port_options(run_dir, replicas)
+        super().__init__("local", options, env, run_dir=run_dir, ports=ports, replicas=replicas)
+        self.seen: dict[int, int | None] = {}
 
     def up(
         self, replicas: int | None = None, *, scaled: bool = True, workers: int | None = 1, timeout: float = 180
@@ -35,8 +41,6 @@ class LocalStack(StackClient):
 
     def pids(self) -> set[int]:
         """Every process of the stack now (supervisord and all below it); remembered for `leftovers()`."""
-        if not hasattr(self, "seen"):
-            self.seen = {}
         root = self.supervisord_pid()
         now = descendants(root) if root and start_time(root) is not None else set()
         self.seen.update({pid: start_time(pid) for pid in now})
@@ -44,7 +48,7 @@ class LocalStack(StackClient):
 
     def leftovers(self) -> set[int]:
         """Processes this stack ever ran that still run (same pid and start time)."""
-        return {pid for pid, started in getattr(self, "seen", {}).items() if started and start_time(pid) == started}
+        return {pid for pid, started in self.seen.items() if started and start_time(pid) == started}
 
     def destroy(self) -> set[int]:
         """`down`, then SIGKILL anything of ours that survived; returns what had to be killed."""
