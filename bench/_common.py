@@ -18,6 +18,7 @@ from typing import Any
 import redis
 
 from deploy.ports import free_port
+from deploy.readiness import wait_for
 
 REPORTS = Path(__file__).resolve().parent.parent / "reports"
 
@@ -38,16 +39,8 @@ def redis_server() -> Iterator[str]:
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
         try:
-            client = redis.Redis(port=port)
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    client.ping()
-                    break
-                except redis.ConnectionError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.01)
+            with redis.Redis(port=port) as client:
+                wait_for(client.ping, timeout=10, interval=0.01, what=f"redis-server on port {port} answers PING")
             yield f"redis://127.0.0.1:{port}/0"
         finally:
             proc.terminate()

@@ -1,6 +1,6 @@
 """End to end, through nginx on a local scaled stack (3 replicas, 1 worker each): the cached hit path
 against a no-op route of the same app, Redis down and frozen, the cluster's hit ratio on a Zipf workload,
-and Redis memory per cached entry. `python bench/run.py e2e`; figures in reports/bench-e2e.json.
+and Redis memory per cached entry. `python -m bench.run e2e`; figures in reports/bench-e2e.json.
 
 The load generator is wrk (C, one thread); it shares the machine with nginx, the replicas and Redis, so
 its own CPU time is measured and reported with every window. Ratios compare windows of the same run,

@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--host", help="base URL of nginx (default: from `stack.py info`, else :8080)")
     p.add_argument("--stub-url", help="base URL of the upstream stub (default: from `stack.py info`, else :8090)")
     p.add_argument("--runtime", default="auto", help="stack runtime for info and chaos commands")
-    p.add_argument("--stack-args", default="", help="extra options for deploy/stack.py (run dir, ports)")
+    p.add_argument("--stack-args", default="", help="extra options for `python -m deploy.stack` (run dir, ports)")
     p.add_argument("--reports", type=Path, default=REPO / "reports", help="output folder")
     p.add_argument("--seed", type=int, default=20240601)
     p.add_argument("--no-replica-kill", action="store_true", help="chaos: skip the replica kill")

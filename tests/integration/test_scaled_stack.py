@@ -1,4 +1,4 @@
-"""The local scaled stack (3 replicas behind nginx, one Redis, the stub) on free ports, driven by deploy/stack.py.
+"""The local scaled stack (3 replicas behind nginx, one Redis, the stub) on free ports, driven by deploy.stack.
 
 The tests run in file order against one stack: sharing first, then Redis killed and restarted, then a replica
 killed, and last `make down`, which must leave no process behind.
