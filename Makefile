@@ -94,7 +94,7 @@ loadtest: $(VENV)/.installed ## Locust, headless, against the running scaled sta
 loadtest-ui: $(VENV)/.installed ## Locust's web UI against the running scaled stack
 	PYTHONPATH=. $(VENV)/bin/locust -f loadtest/locustfile.py --host http://127.0.0.1:8080
 
-chaos: $(VENV)/.installed ## Locust load while Redis (and a replica) are killed and restarted
+chaos: $(VENV)/.installed ## Locust load while the model fails, Redis is killed and restarted, a replica killed
 	$(PY) -m loadtest.run chaos
 
 bench: setup ## the benchmark suite; prints figures, writes reports/bench-*.json

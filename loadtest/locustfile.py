@@ -7,6 +7,7 @@ Headless runs are driven by loadtest/run.py; `make loadtest-ui` opens the same u
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from locust.event import EventHook
 from locust.user.wait_time import constant_pacing
 
 from loadtest.keyspace import TENANT_KEYS, KeyspaceConfig, ZipfSampler, chat_body, questions, texts
+from loadtest.outcome import classify
 from loadtest.recorder import Recorder
 
 log = logging.getLogger("loadtest")
@@ -33,6 +35,7 @@ def _add_options(parser: Any) -> None:
     group.add_argument("--timeline-out", default="", help="write the per-second timeline JSON here at exit")
     group.add_argument("--started-file", default="", help="touch this file with the start time (for run.py)")
     group.add_argument("--user-rps", type=float, default=4.0, help="requests per second per user (0: no pause)")
+    group.add_argument("--deadline-s", type=float, default=10.0, help="an answer after this many seconds fails")
     group.add_argument("--n-texts", type=int, default=KeyspaceConfig.n_texts, help="embedding key universe")
     group.add_argument("--n-questions", type=int, default=KeyspaceConfig.n_questions, help="chat universe")
     group.add_argument("--zipf-s", type=float, default=KeyspaceConfig.zipf_s, help="Zipf exponent")
@@ -52,9 +55,14 @@ def _on_init(environment: Any, **_: Any) -> None:
 
 @events.request.add_listener
 def _on_request(
-    name: str, response_time: float, exception: BaseException | None = None, start_time: float | None = None, **_: Any
+    name: str,
+    response_time: float,
+    exception: BaseException | None = None,
+    start_time: float | None = None,
+    context: dict[str, Any] | None = None,
+    **_: Any,
 ) -> None:
-    RECORDER.on_request(response_time, exception, name, start_time)
+    RECORDER.on_request(response_time, exception, name, start_time, context)
 
 
 @events.test_start.add_listener
@@ -86,11 +94,19 @@ def _on_quitting(environment: Any, **_: Any) -> None:
         RECORDER.dump(Path(out))
 
 
+def _json_or_none(text: str | None) -> Any:
+    """The parsed body, or None when it is empty or not JSON (an error page, a cut-off answer)."""
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None
+
+
 class TenantUser(FastHttpUser):
     """One school's client: single and batched embeddings and chat questions, drawn Zipf-skewed."""
 
-    # Longer than the API's single-flight lease (CACHE_LEASE_TTL, 10 s): a request that waits on a lease a
-    # killed replica held is slow, not failed; the phase's p95 and max latency show it.
+    # Longer than --deadline-s (10 s): a slow answer still arrives, is measured (the phase's p95 and max show
+    # it) and is then failed as late, rather than cut off by the client with no figure.
     network_timeout = 30.0
     connection_timeout = 5.0
 
@@ -100,6 +116,7 @@ class TenantUser(FastHttpUser):
         self.api_key = list(TENANT_KEYS)[self.user_id % len(TENANT_KEYS)]
         self.tenant = str(TENANT_KEYS[self.api_key])
         self.rps = float(getattr(opts, "user_rps", 4.0))
+        self.deadline_ms = 1000 * float(getattr(opts, "deadline_s", 10.0))
         self.emb_model = getattr(opts, "embedding_model", KeyspaceConfig.embedding_model)
         self.chat_model = getattr(opts, "chat_model", KeyspaceConfig.chat_model)
         seed = int(getattr(opts, "seed", KeyspaceConfig.seed)) + self.user_id
@@ -123,25 +140,45 @@ class TenantUser(FastHttpUser):
         expect_items: int | None,
     ) -> None:
         RECORDER.note_keys(kind, keys)
-        with self.client.post(path, json=body, headers=self.headers, name=name, catch_response=True) as resp:
-            if resp.status_code != 200:
-                detail = resp.error if resp.status_code == 0 else (resp.text or "")[:80]
-                resp.failure(f"HTTP {resp.status_code} {detail}")
+        warm = RECORDER.is_warm(keys)
+        context = {"warm": warm}
+        with self.client.post(
+            path, json=body, headers=self.headers, name=name, catch_response=True, context=context
+        ) as resp:
+            RECORDER.note_completed(kind, keys)
+            headers = {k.lower(): v for k, v in (resp.headers or {}).items()}
+            payload = None
+            if resp.status_code and (resp.status_code != 200 or expect_items is not None):
+                payload = _json_or_none(resp.text)
+            outcome = classify(
+                resp.status_code,
+                headers,
+                payload,
+                warm=warm,
+                latency_ms=float(resp.request_meta["response_time"]),
+                deadline_ms=self.deadline_ms,
+            )
+            if outcome.kind == "mapped":
+                # Not a failure in Locust's tables (the analysis decides per phase); listed under its own name.
+                resp.request_meta["context"]["mapped"] = outcome.status
+                resp.request_meta["name"] = f"{name} [cold, model error {outcome.status}]"
+                resp.success()
                 return
-            cache = resp.headers.get("X-Cache")
-            if not cache:
-                resp.failure("no X-Cache header")
+            if outcome.kind == "failed":
+                detail = resp.error if resp.status_code == 0 else (resp.text or "")[:80]
+                resp.failure(f"{outcome.reason}: {detail}")
                 return
             if expect_items is not None:
-                data = (resp.json() or {}).get("data", [])
+                data = (payload or {}).get("data", [])
                 if len(data) != expect_items:
                     resp.failure(f"{len(data)} embeddings for {expect_items} inputs")
                     return
+            resp.success()
             cache_outcome.fire(
                 keys=keys,
-                cache=cache.upper(),
-                tier=(resp.headers.get("X-Cache-Tier") or "none").lower(),
-                instance=resp.headers.get("X-Instance") or "?",
+                cache=headers["x-cache"].upper(),
+                tier=(headers.get("x-cache-tier") or "none").lower(),
+                instance=headers.get("x-instance") or "?",
             )
 
     @task(5)

@@ -1,4 +1,4 @@
-"""The PNG timeline: requests/s and failures, p95, hit ratio and cache tiers, with the chaos phases shaded."""
+"""The PNG timeline: requests/s, failures and mapped model errors, p95, hit ratio and cache tiers; phases shaded."""
 
 from __future__ import annotations
 
@@ -11,11 +11,16 @@ matplotlib.use("Agg")  # no display: reports are written by headless runs and CI
 
 import matplotlib.pyplot as plt
 
-from loadtest.analysis import Phase
+from loadtest.analysis import in_windows, model_windows
+from loadtest.plan import Phase
 from loadtest.recorder import percentile
 
 PHASE_COLOURS = {
     "warm": "#e8f4e8",
+    "model-down": "#f6d5c8",
+    "model-slow": "#f9e4c8",
+    "model-429": "#f3d9ec",
+    "model-back": "#eef0d8",
     "redis-down": "#fbe3e3",
     "redis-back": "#fff4d6",
     "replica-down": "#e6e6fa",
@@ -34,7 +39,7 @@ def _shade(axes: list[Any], phases: list[Phase], t0: float, label_ax: Any) -> No
                 ax.axvline(ph.start - t0, color="#555555", linewidth=0.8, linestyle=":", zorder=1)
         label_ax.text(
             (ph.start + ph.end) / 2 - t0,
-            1.02,
+            1.02 + 0.09 * (i % 2),  # alternate heights: short neighbouring phases keep readable labels
             ph.name,
             transform=label_ax.get_xaxis_transform(),
             ha="center",
@@ -65,7 +70,14 @@ def plot_timeline(
     _shade(list(axes), phases, t0, ax_rps)
 
     ax_rps.plot(xs, [s["requests"] for s in secs], color="#2b6cb0", label="requests/s")
-    ax_rps.bar(xs, [s["failures"] for s in secs], width=0.9, color="#d62728", label="failures/s", zorder=3)
+    # A mapped model error on a cold key is expected in the model phases and a failure anywhere else.
+    windows = model_windows(phases)
+    in_model = [in_windows(s["t"], windows) for s in secs]
+    mapped = [sum(s.get("mapped", {}).values()) for s in secs]
+    failed = [s["failures"] + (0 if m else n) for s, m, n in zip(secs, in_model, mapped, strict=True)]
+    expected = [n if m else 0 for m, n in zip(in_model, mapped, strict=True)]
+    ax_rps.bar(xs, failed, width=0.9, color="#d62728", label="failures/s", zorder=3)
+    ax_rps.bar(xs, expected, width=0.9, bottom=failed, color="#ed8936", label="mapped model errors/s (cold)", zorder=3)
     ax_rps.set_ylabel("per second")
     ax_rps.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
 

@@ -2,7 +2,9 @@
 
 One `Recorder` lives in the Locust process. It learns which instance computed each (tenant, key) from the
 MISS/PARTIAL responses (their `X-Instance` header), so a later HIT served by another instance is counted
-as a cross-instance hit: proof that the value travelled through the shared tier.
+as a cross-instance hit: proof that the value travelled through the shared tier. It also knows which keys
+are warm (answered 200 before) and which requests completed, so a key whose request was cut off when the
+run stopped is counted apart.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-CACHE_OUTCOMES = ("HIT", "MISS", "PARTIAL", "BYPASS")
+CACHE_OUTCOMES = ("HIT", "MISS", "PARTIAL", "BYPASS", "STALE")
 
 
 @dataclass
@@ -28,6 +30,11 @@ class Second:
     cache: Counter[str] = field(default_factory=Counter)
     tiers: Counter[str] = field(default_factory=Counter)
     cross_instance_hits: int = 0
+    # Warm requests asked only for keys answered 200 before; their latencies apart from the cold ones'.
+    warm_latencies_ms: list[float] = field(default_factory=list)
+    cold_latencies_ms: list[float] = field(default_factory=list)
+    warm_failures: int = 0
+    mapped: Counter[str] = field(default_factory=Counter)  # cold requests answered a mapped model error
 
     def to_json(self, t: int) -> dict[str, Any]:
         return {
@@ -40,6 +47,12 @@ class Second:
             "cache": dict(self.cache),
             "tiers": dict(self.tiers),
             "cross_instance_hits": self.cross_instance_hits,
+            "warm_requests": len(self.warm_latencies_ms),
+            "cold_requests": len(self.cold_latencies_ms),
+            "warm_failures": self.warm_failures,
+            "warm_latencies_ms": [round(x, 1) for x in self.warm_latencies_ms],
+            "cold_latencies_ms": [round(x, 1) for x in self.cold_latencies_ms],
+            "mapped": dict(self.mapped),
         }
 
 
@@ -64,6 +77,7 @@ class Recorder:
         self.computed_by: dict[tuple[str, ...], str] = {}
         self.unique_keys: dict[str, set[tuple[str, ...]]] = {"embedding": set(), "chat": set()}
         self.answered_keys: set[tuple[str, ...]] = set()
+        self.completed_keys: dict[str, set[tuple[str, ...]]] = {"embedding": set(), "chat": set()}
         self.instances: Counter[str] = Counter()
         self.failure_reasons: Counter[str] = Counter()
         self.started_at: float | None = None
@@ -74,18 +88,38 @@ class Recorder:
         return self.seconds.setdefault(t, Second())
 
     def on_request(
-        self, response_time: float, exception: BaseException | None, name: str, start_time: float | None = None
+        self,
+        response_time: float,
+        exception: BaseException | None,
+        name: str,
+        start_time: float | None = None,
+        context: dict[str, Any] | None = None,
     ) -> None:
         """Locust `request` listener body: one finished request, counted in the second it was *sent*.
 
         Counting by start time puts a request that hangs across a phase boundary in the phase that caused it.
+        `context` carries what the user knew: `warm` (bool) and `mapped` (the status of a mapped model error).
         """
         sec = self._second(start_time)
         sec.requests += 1
         sec.latencies_ms.append(float(response_time))
+        ctx = context or {}
+        if "warm" in ctx:
+            (sec.warm_latencies_ms if ctx["warm"] else sec.cold_latencies_ms).append(float(response_time))
+        if ctx.get("mapped"):
+            sec.mapped[str(ctx["mapped"])] += 1
         if exception is not None:
             sec.failures += 1
+            sec.warm_failures += bool(ctx.get("warm"))
             self.failure_reasons[f"{name}: {str(exception)[:120]}"] += 1
+
+    def is_warm(self, keys: list[tuple[str, ...]]) -> bool:
+        """True when every key was answered 200 before (a cache that works holds them all)."""
+        return all(key in self.answered_keys for key in keys)
+
+    def note_completed(self, kind: str, keys: list[tuple[str, ...]]) -> None:
+        """The request for `keys` got an answer (any status): its keys were not cut off by the end of the run."""
+        self.completed_keys[kind].update(keys)
 
     def note_keys(self, kind: str, keys: list[tuple[str, ...]]) -> None:
         """Remember the keys a request asked for, before it is sent (the 'unique keys' denominator)."""
@@ -109,12 +143,15 @@ class Recorder:
     def totals(self) -> dict[str, Any]:
         cache: Counter[str] = Counter()
         tiers: Counter[str] = Counter()
+        mapped: Counter[str] = Counter()
         for sec in self.seconds.values():
             cache.update(sec.cache)
             tiers.update(sec.tiers)
+            mapped.update(sec.mapped)
         return {
             "requests": sum(s.requests for s in self.seconds.values()),
             "failures": sum(s.failures for s in self.seconds.values()),
+            "mapped": dict(mapped),
             "cache": dict(cache),
             "tiers": dict(tiers),
             "cross_instance_hits": sum(s.cross_instance_hits for s in self.seconds.values()),
@@ -129,6 +166,7 @@ class Recorder:
             "seconds": [sec.to_json(t) for t, sec in sorted(self.seconds.items())],
             "totals": self.totals(),
             "unique_keys": {kind: len(keys) for kind, keys in self.unique_keys.items()},
+            "completed_keys": {kind: len(keys) for kind, keys in self.completed_keys.items()},
             "unanswered_keys": sorted(
                 "|".join(k) for keys in self.unique_keys.values() for k in keys - self.answered_keys
             )[:20],

@@ -23,8 +23,13 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
+def _mapped(p: dict[str, Any]) -> str:
+    mapped = p.get("mapped") or {}
+    return " ".join(f"{status}x{n}" for status, n in sorted(mapped.items())) or "-"
+
+
 def print_verdict(verdict: dict[str, Any]) -> None:
-    """Phase figures, the checks with their thresholds, and one PASS/FAIL line."""
+    """Phase figures, the checks with their thresholds, notes, and one PASS/FAIL line."""
     phases = [
         [
             p["phase"],
@@ -32,6 +37,10 @@ def print_verdict(verdict: dict[str, Any]) -> None:
             str(p["requests"]),
             f"{p['rps']:.1f}",
             str(p["failures"]),
+            f"{p.get('warm_requests', '-')}/{p.get('cold_requests', '-')}",
+            _mapped(p),
+            str(p.get("stale", "-")),
+            _fmt(p.get("upstream_calls")),
             _fmt(p["p95_ms"], "ms"),
             _fmt(p.get("max_ms"), "ms"),
             _fmt(p["hit_ratio"], "ratio"),
@@ -46,6 +55,10 @@ def print_verdict(verdict: dict[str, Any]) -> None:
         "requests",
         "req/s",
         "failed",
+        "warm/cold",
+        "mapped (cold)",
+        "stale",
+        "model calls",
         "p95 ms",
         "max ms",
         "hit ratio",
@@ -55,28 +68,31 @@ def print_verdict(verdict: dict[str, Any]) -> None:
     print()
     print(f"== {verdict['scenario']} verdict ==")
     print(_table(headers, phases))
-    stub, unique = verdict["stub"], verdict["unique_keys"]
+    stub, unique = verdict["stub"], verdict.get("completed_keys") or verdict["unique_keys"]
     print(
         f"upstream stub: {stub.get('embedding_inputs')} embedding inputs "
         f"({stub.get('embedding_requests')} requests), {stub.get('chat_requests')} chat requests; "
-        f"unique keys requested: {unique.get('embedding')} embedding, {unique.get('chat')} chat"
+        f"unique keys whose requests completed: {unique.get('embedding')} embedding, {unique.get('chat')} chat"
     )
     keys = (unique.get("embedding") or 0) + (unique.get("chat") or 0)
     calls = (stub.get("embedding_inputs") or 0) + (stub.get("chat_requests") or 0)
     if verdict["scenario"] == "chaos" and keys:
         print(
             f"upstream calls / unique keys = {calls / keys:.2f} (not a threshold here: while Redis is down each "
-            "replica computes for itself)"
+            "replica computes for itself, and a miss the model failed is asked again later)"
         )
     print()
     checks = [
-        [c["check"], str(c["value"]), c["threshold"], "PASS" if c["passed"] else "FAIL"] for c in verdict["checks"]
+        [c["check"], str(c["value"]), c["threshold"], c.get("result") or ("PASS" if c["passed"] else "FAIL")]
+        for c in verdict["checks"]
     ]
     print(_table(["check", "value", "threshold", "result"], checks))
     print("thresholds:")
     for line in verdict["thresholds"]:
         print(f"  - {line}")
+    for line in verdict.get("notes") or []:
+        print(f"  note: {line}")
     reasons = verdict["totals"].get("failure_reasons") or {}
     for reason, n in list(reasons.items())[:5]:
         print(f"  failure x{n}: {reason}")
-    print(f"RESULT: {'PASS' if verdict['passed'] else 'FAIL'}")
+    print(f"RESULT: {verdict.get('result') or ('PASS' if verdict['passed'] else 'FAIL')}")

@@ -2,9 +2,12 @@
 
 sharing: tenants hammer a Zipf-skewed key mix through nginx; passes when nothing fails, some hits were
 served by another instance than the one that computed the value, and the upstream stub was called
-exactly once per unique key. chaos: the same load while Redis is killed and restarted and a replica is
-killed, at fixed offsets; passes when nothing fails, p95 stays bounded and the hit ratio comes back.
-Writes reports/<scenario>_*.csv, <scenario>.html, <scenario>_timeline.png and <scenario>_verdict.json.
+exactly once per unique key. chaos: the same load while the model fails (down, slow, rate-limiting), then
+Redis is killed and restarted and a replica is killed, at fixed offsets (loadtest/plan.py); passes when
+nothing fails (warm keys answer whatever the model does, cold misses get the mapped status in time), model
+calls stay at most one per request, p95 stays bounded and the hit ratio comes back. Thresholds:
+loadtest/analysis.py. Writes reports/<scenario>_*.csv, <scenario>.html, <scenario>_timeline.png and
+<scenario>_verdict.json.
 """
 
 from __future__ import annotations
@@ -22,18 +25,18 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from loadtest.analysis import (
-    CHAOS_PLAN,
-    Phase,
     Thresholds,
     chaos_checks,
-    chaos_phases,
+    model_windows,
+    notes,
     phase_figures,
-    phase_start,
     sharing_checks,
     summary_line,
+    upstream_calls_by_phase,
     warm_baseline,
-    widen,
 )
+from loadtest.chaos import Model, counters, drive
+from loadtest.plan import DEFAULT_DURATION, Phase, chaos_phases, chaos_plan, widen
 from loadtest.plot import plot_timeline
 from loadtest.report import print_verdict
 from loadtest.stackctl import (
@@ -47,14 +50,14 @@ from loadtest.stackctl import (
     wait_healthy,
 )
 
-DEFAULTS = {"sharing": {"users": 20, "duration": 60.0}, "chaos": {"users": 20, "duration": 75.0}}
+DEFAULTS = {"sharing": {"users": 20, "duration": 60.0}, "chaos": {"users": 20, "duration": DEFAULT_DURATION}}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m loadtest.run", description=__doc__.split("\n\n")[0])
     p.add_argument("scenario", choices=sorted(DEFAULTS))
     p.add_argument("--users", type=int, help="concurrent Locust users (default 20)")
-    p.add_argument("--duration", type=float, help="seconds of load (default 60 sharing, 75 chaos)")
+    p.add_argument("--duration", type=float, help="seconds of load (default 60 sharing, 120 chaos)")
     p.add_argument("--user-rps", type=float, default=4.0, help="requests/s per user (default 4)")
     p.add_argument("--host", help="base URL of nginx (default: from `stack.py info`, else :8080)")
     p.add_argument("--stub-url", help="base URL of the upstream stub (default: from `stack.py info`, else :8090)")
@@ -63,7 +66,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--reports", type=Path, default=REPO / "reports", help="output folder")
     p.add_argument("--seed", type=int, default=20240601)
     p.add_argument("--no-replica-kill", action="store_true", help="chaos: skip the replica kill")
+    p.add_argument("--no-model-phases", action="store_true", help="chaos: skip the model failure phases")
+    p.add_argument(
+        "--upstream-timeout",
+        type=float,
+        default=float(os.environ.get("UPSTREAM_TIMEOUT", "2")),
+        help="the stack's UPSTREAM_TIMEOUT in s (default: $UPSTREAM_TIMEOUT, else 2); model-slow exceeds it",
+    )
     th = Thresholds()
+    p.add_argument("--deadline-s", type=float, default=th.deadline_s, help="an answer after this fails")
     p.add_argument("--p95-factor", type=float, default=th.p95_factor)
     p.add_argument("--p95-slack-ms", type=float, default=th.p95_slack_ms)
     p.add_argument("--recovery-s", type=float, default=th.recovery_s)
@@ -106,6 +117,8 @@ def locust_command(args: argparse.Namespace, prefix: Path, timeline: Path, start
         str(started),
         "--user-rps",
         str(args.user_rps),
+        "--deadline-s",
+        str(args.deadline_s),
         "--seed",
         str(args.seed),
     ]
@@ -119,26 +132,6 @@ def wait_for_file(path: Path, proc: subprocess.Popen[bytes], timeout: float) -> 
             return float(path.read_text())
         time.sleep(0.05)
     return None
-
-
-def drive_chaos(
-    stack: Stack, t0: float, duration: float, skip_replica: bool, records: list[ActionRecord], stop: threading.Event
-) -> None:
-    """Run each chaos command at its fixed offset from the load's start, printing a timestamped line."""
-    for action, _phase, frac in CHAOS_PLAN:
-        due = phase_start(t0, frac, duration)
-        if stop.wait(max(0.0, due - time.time())):
-            return
-        if not action or (skip_replica and action == "replica-kill"):
-            continue
-        rec = stack.act(action, due)
-        records.append(rec)
-        stamp = time.strftime("%H:%M:%S", time.localtime(rec.started_at))
-        print(
-            f"[{stamp}] t+{rec.started_at - t0:5.1f}s {action}: rc={rec.returncode} "
-            f"({rec.finished_at - rec.started_at:.2f}s)",
-            flush=True,
-        )
 
 
 def is_loopback(url: str) -> bool:
@@ -164,7 +157,7 @@ def discover(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    th = Thresholds(args.p95_factor, args.p95_slack_ms, args.recovery_s, args.hit_tolerance)
+    th = Thresholds(args.p95_factor, args.p95_slack_ms, args.recovery_s, args.hit_tolerance, args.deadline_s)
     stack = Stack(args.runtime, args.stack_args)
     info = discover(args, stack)
     if not (is_loopback(args.host) and is_loopback(args.stub_url)):
@@ -190,8 +183,17 @@ def main(argv: list[str] | None = None) -> int:
         f"against {args.host} (stub {args.stub_url})",
         flush=True,
     )
+    plan = chaos_plan(args.no_replica_kill, args.no_model_phases)
+    model = None
+    if args.scenario == "chaos" and not args.no_model_phases:
+        try:
+            model = Model(args.stub_url, args.upstream_timeout)
+        except (OSError, ValueError) as exc:
+            print(f"error: the stub's POST /control does not answer ({exc}); run with --no-model-phases")
+            return 2
     proc = subprocess.Popen(locust_command(args, prefix, timeline_path, started_path), cwd=REPO)
     records: list[ActionRecord] = []
+    snapshots: list[tuple[str, dict[str, int]]] = []
     stop = threading.Event()
     driver = None
     try:
@@ -201,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if args.scenario == "chaos":
             driver = threading.Thread(
-                target=drive_chaos, daemon=True, args=(stack, t0, args.duration, args.no_replica_kill, records, stop)
+                target=drive,
+                daemon=True,
+                args=(stack, args.stub_url, model, plan, t0, args.duration, records, snapshots, stop),
             )
             driver.start()
         proc.wait(timeout=args.duration + 90)
@@ -212,44 +216,65 @@ def main(argv: list[str] | None = None) -> int:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        if model is not None:
+            model.heal()  # never leave the model failing
         if any(r.name == "redis-kill" for r in records) and not any(r.name == "redis-start" for r in records):
             stack.act("redis-start", time.time())  # never leave the stack without Redis
         started_path.unlink(missing_ok=True)
-    return report(args, th, t0, timeline_path, records)
+    return report(args, th, t0, timeline_path, records, snapshots)
+
+
+def chaos_verdict(
+    args: argparse.Namespace,
+    th: Thresholds,
+    t0: float,
+    timeline: dict[str, Any],
+    records: list[ActionRecord],
+    snapshots: list[tuple[str, dict[str, int]]],
+    stub: dict[str, int],
+) -> tuple[list[Phase], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Phases, their figures and the checks of a chaos run (the commands' exit codes among them)."""
+    end = float(timeline["stopped_at"] or time.time())
+    phases = widen(chaos_phases(t0, end, args.duration, args.no_replica_kill, args.no_model_phases), timeline)
+    calls = upstream_calls_by_phase(snapshots, stub) if stub else {}
+    windows = model_windows(phases)
+    figures = [phase_figures(timeline, ph, calls.get(ph.name), windows) for ph in phases]
+    # Recovery is timed from when Redis was seen answering again: the end of a successful redis-start.
+    redis_back = next((r.finished_at for r in records if r.name == "redis-start" and r.returncode == 0), None)
+    checks = chaos_checks(timeline, phases, figures, redis_back, args.users * args.user_rps, th)
+    for r in records:
+        rec = {"check": f"command {r.name}", "value": f"rc={r.returncode}", "threshold": "rc=0"}
+        checks.append(rec | {"passed": r.returncode == 0, "result": "PASS" if r.returncode == 0 else "FAIL"})
+    return phases, figures, checks
 
 
 def report(
-    args: argparse.Namespace, th: Thresholds, t0: float, timeline_path: Path, records: list[ActionRecord]
+    args: argparse.Namespace,
+    th: Thresholds,
+    t0: float,
+    timeline_path: Path,
+    records: list[ActionRecord],
+    snapshots: list[tuple[str, dict[str, int]]],
 ) -> int:
     if not timeline_path.exists():
         print(f"error: Locust wrote no timeline ({timeline_path})")
         return 2
     timeline = json.loads(timeline_path.read_text())
-    stub = stub_stats(args.stub_url)
-    end = float(timeline["stopped_at"] or time.time())
+    stub = counters(args.stub_url)
     p95_bound = warm_level = None
     if args.scenario == "chaos":
-        phases = widen(chaos_phases(t0, end, args.duration, args.no_replica_kill), timeline)
-        figures = [phase_figures(timeline, ph) for ph in phases]
-        redis_start = next((r.started_at for r in records if r.name == "redis-start"), None)
-        checks = chaos_checks(timeline, phases, figures, redis_start, th)
-        checks += [
-            {
-                "check": f"command {r.name}",
-                "value": f"rc={r.returncode}",
-                "threshold": "rc=0",
-                "passed": r.returncode == 0,
-            }
-            for r in records
-        ]
+        phases, figures, checks = chaos_verdict(args, th, t0, timeline, records, snapshots, stub)
         warm_p95, warm_level = warm_baseline(timeline, phases[0])
         if warm_p95 is not None:
             p95_bound = th.p95_factor * warm_p95 + th.p95_slack_ms
     else:
+        end = float(timeline["stopped_at"] or time.time())
         phases = widen([Phase("run", t0, end)], timeline)
         figures = [phase_figures(timeline, phases[0])]
-        checks = sharing_checks(figures[0], timeline["unique_keys"], stub)
+        checks = sharing_checks(figures[0], timeline, stub, args.users * args.user_rps, th)
     passed = all(c["passed"] for c in checks)
+    result = ("PASS" if passed else "FAIL") + (" (WARN)" if any(c["result"] == "WARN" for c in checks) else "")
+    completed = timeline.get("completed_keys", timeline["unique_keys"])
     png = args.reports / f"{args.scenario}_timeline.png"
     plot_timeline(
         timeline,
@@ -257,22 +282,26 @@ def report(
         png,
         p95_bound_ms=p95_bound,
         warm_hit_level=warm_level,
-        subtitle=summary_line(figures, timeline["unique_keys"], stub),
-        title=f"{args.scenario}: {args.users} users, {args.duration:g} s, {args.host} - {'PASS' if passed else 'FAIL'}",
+        subtitle=summary_line(figures, completed, stub),
+        title=f"{args.scenario}: {args.users} users, {args.duration:g} s, {args.host} - {result}",
     )
     verdict = {
         "scenario": args.scenario,
         "passed": passed,
+        "result": result,
         "host": args.host,
         "users": args.users,
         "duration_s": args.duration,
         "user_rps": args.user_rps,
+        "upstream_timeout_s": args.upstream_timeout,
         "started_at": t0,
         "thresholds": th.describe(args.scenario),
         "checks": checks,
+        "notes": notes(timeline, phases, figures, args.upstream_timeout),
         "phases": figures,
         "stub": stub,
         "unique_keys": timeline["unique_keys"],
+        "completed_keys": completed,
         "totals": timeline["totals"],
         "actions": [r.to_json() for r in records],
         "png": str(png),

@@ -60,7 +60,7 @@ CHAT_CASES = [
     (b'{"model": "g", "messages": []}', 422),
     (b'{"model": "g", "messages": "hi"}', 422),
     (b'{"model": "g", "messages": [{"content": "no role"}]}', 422),
-    (b'{"model": "g", "messages": [{"role": "user", "content": "x"}], "stream": true}', 400),
+    (b'{"model": "g", "messages": [{"role": "user", "content": "x"}], "stream": [1]}', 422),
     (b'{"model": "g", "messages": [{"role": "user", "content": "x"}], "temperature": 3}', 422),
     (b'{"model": "g", "messages": [{"role": "user", "content": "x"}], "temperature": NaN}', 422),
     (b'{"model": "g", "messages": [{"role": "user", "content": "x"}], "top_p": -1}', 422),

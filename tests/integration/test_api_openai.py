@@ -6,6 +6,7 @@ import base64
 from array import array
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
 import openai
@@ -83,7 +84,11 @@ def test_hit_leaves_stub_counters_unchanged(sdk: openai.OpenAI, stack: Stack) ->
     for _ in range(3):
         sdk.embeddings.create(model="m", input=["one", "two"])
         sdk.chat.completions.create(model="g", messages=[{"role": "user", "content": "hello"}])
-    assert stack.stub.stats() == before == {"embedding_requests": 1, "embedding_inputs": 2, "chat_requests": 1}
+    assert (
+        stack.stub.stats()
+        == before
+        == {"embedding_requests": 1, "embedding_inputs": 2, "chat_requests": 1, "chat_streams": 0}
+    )
 
 
 def test_partial_batch_sends_only_the_misses(sdk: openai.OpenAI, stack: Stack) -> None:
@@ -95,7 +100,7 @@ def test_partial_batch_sends_only_the_misses(sdk: openai.OpenAI, stack: Stack) -
     assert res.headers["x-cache-hits"] == "2/5"
     assert [d.embedding for d in res.parse().data] == [embedding_vector("m", t, 1536) for t in "abcde"]
     assert [d.index for d in res.parse().data] == [0, 1, 2, 3, 4]
-    assert stack.stub.stats() == {"embedding_requests": 1, "embedding_inputs": 3, "chat_requests": 0}
+    assert stack.stub.stats() == {"embedding_requests": 1, "embedding_inputs": 3, "chat_requests": 0, "chat_streams": 0}
 
 
 def test_chat_miss_then_hit(sdk: openai.OpenAI, stack: Stack) -> None:
@@ -170,8 +175,14 @@ def test_upstream_timeout_is_504(stack: Stack) -> None:
     assert "did not answer" in error_message(res)
 
 
-def test_stream_is_refused(sdk: openai.OpenAI) -> None:
-    """`stream=True` is a clear 400."""
-    with pytest.raises(openai.BadRequestError) as info:
-        sdk.chat.completions.create(model="g", messages=[{"role": "user", "content": "hi"}], stream=True)
-    assert "stream" in error_message(info.value.response)
+def test_a_stream_then_its_plain_twin_is_one_upstream_call(sdk: openai.OpenAI, stack: Stack) -> None:
+    """`stream=True` streams (one upstream stream); the same request without it is then a HIT."""
+    msgs: list[Any] = [{"role": "user", "content": "stream me"}]
+    text = "".join(
+        c.choices[0].delta.content or ""
+        for c in sdk.chat.completions.create(model="g", messages=msgs, stream=True)
+        if c.choices
+    )
+    plain = sdk.chat.completions.with_raw_response.create(model="g", messages=msgs)
+    assert (plain.headers["x-cache"], plain.parse().choices[0].message.content) == ("HIT", text)
+    assert stack.stub.stats()["chat_streams"] == 1

@@ -42,7 +42,7 @@ def test_two_tenants_never_see_each_others_entries(api: httpx.Client, stack: Sta
     chat = {"model": "g", "messages": [{"role": "user", "content": "secret"}]}
     assert api.post("/v1/chat/completions", json=chat, headers=T123).headers["x-cache"] == "MISS"
     assert api.post("/v1/chat/completions", json=chat, headers=T456).headers["x-cache"] == "MISS"
-    assert stack.stub.stats() == {"embedding_requests": 2, "embedding_inputs": 2, "chat_requests": 2}
+    assert stack.stub.stats() == {"embedding_requests": 2, "embedding_inputs": 2, "chat_requests": 2, "chat_streams": 0}
     with redis_server.client() as r:
         schools = {k.decode().split(":")[3] for k in r.scan_iter("cache:*:school:*")}
     assert schools == {"123", "456"}

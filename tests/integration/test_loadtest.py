@@ -48,9 +48,15 @@ def _verdict(reports: Path, scenario: str) -> dict[str, Any]:
     return dict(json.loads((reports / f"{scenario}_verdict.json").read_text()))
 
 
+# The model-slow phase outlasts UPSTREAM_TIMEOUT, so a short one keeps it short; a short breaker cool-down lets
+# the breakers close within the short run's model-back phase (about 3 s) before Redis is killed.
+MODEL_FAILS_FAST = {"UPSTREAM_TIMEOUT": "2", "UPSTREAM_BREAKER_COOLDOWN": "1"}
+
+
 def test_sharing_and_chaos_pass_on_scaled_stack(stack_factory: Any, tmp_path: Path) -> None:
-    """A 15 s sharing run and a 30 s chaos run pass: no failures, cross-instance hits, one upstream call per key."""
-    stack = stack_factory("scaled", 3)
+    """A 15 s sharing run and a 40 s chaos run pass: no failures, cross-instance hits, one upstream call per key,
+    and while the model fails warm keys answer 200 and cold misses get the mapped status."""
+    stack = stack_factory("scaled", 3, MODEL_FAILS_FAST)
     reports = tmp_path / "reports"
     sharing = loadtest(stack, "sharing", reports, "--duration", "15", "--users", "10")
     assert sharing.returncode == 0, sharing.stdout[-4000:] + sharing.stderr[-2000:]
@@ -62,11 +68,24 @@ def test_sharing_and_chaos_pass_on_scaled_stack(stack_factory: Any, tmp_path: Pa
     for name in ("sharing.html", "sharing_stats.csv", "sharing_timeline.png"):
         assert (reports / name).stat().st_size > 0, name
 
-    chaos = loadtest(stack, "chaos", reports, "--duration", "30", "--users", "10")
-    assert chaos.returncode == 0, chaos.stdout[-4000:] + chaos.stderr[-2000:]
+    chaos = loadtest(stack, "chaos", reports, "--duration", "40", "--users", "10")
+    assert chaos.returncode == 0, chaos.stdout[-6000:] + chaos.stderr[-2000:]
     verdict = _verdict(reports, "chaos")
-    assert [p["phase"] for p in verdict["phases"]] == ["warm", "redis-down", "redis-back", "replica-down", "recovered"]
-    assert all(p["failures"] == 0 for p in verdict["phases"]), chaos.stdout[-4000:]
+    phases = {p["phase"]: p for p in verdict["phases"]}
+    assert list(phases) == [
+        "warm",
+        "model-down",
+        "model-slow",
+        "model-429",
+        "model-back",
+        "redis-down",
+        "redis-back",
+        "replica-down",
+        "recovered",
+    ]
+    assert all(p["failures"] == 0 for p in verdict["phases"]), chaos.stdout[-6000:]
+    assert phases["model-down"]["mapped"].get("502", 0) > 0, chaos.stdout[-6000:]
+    assert phases["model-down"]["warm_requests"] > 0
     assert (reports / "chaos_timeline.png").stat().st_size > 0
 
 
@@ -79,3 +98,15 @@ def test_chaos_fails_when_fallback_is_off(stack_factory: Any, tmp_path: Path) ->
     phases = {p["phase"]: p for p in _verdict(reports, "chaos")["phases"]}
     assert phases["redis-down"]["failures"] > 0, chaos.stdout[-4000:]
     assert phases["warm"]["failures"] == 0, chaos.stdout[-4000:]
+
+
+def test_model_phases_fail_when_replicas_do_not_share_the_cache(stack_factory: Any, tmp_path: Path) -> None:
+    """With REDIS_ENABLED=false a key warmed on one replica is a miss on the others: while the model is down,
+    warm keys get 502s and the chaos run exits non-zero."""
+    stack = stack_factory("no-shared-tier", 3, {**MODEL_FAILS_FAST, "REDIS_ENABLED": "false"})
+    reports = tmp_path / "reports"
+    chaos = loadtest(stack, "chaos", reports, "--duration", "20", "--users", "10", "--no-replica-kill")
+    assert chaos.returncode == 1, chaos.stdout[-6000:] + chaos.stderr[-2000:]
+    phases = {p["phase"]: p for p in _verdict(reports, "chaos")["phases"]}
+    assert phases["model-down"]["warm_failures"] > 0, chaos.stdout[-6000:]
+    assert phases["model-down"]["cold_failures"] == 0, chaos.stdout[-6000:]  # the misses were answered right

@@ -144,12 +144,17 @@ async def test_body_too_large_is_413(api: Api) -> None:
     assert error_message(streamed)
 
 
-async def test_stream_is_refused(api: Api) -> None:
-    """`stream: true` is a clear 400 for now."""
+async def test_a_stream_is_server_sent_events_ending_in_done(api: Api) -> None:
+    """`stream: true` answers OpenAI's SSE (chunks, then `data: [DONE]`) with the cache headers."""
     body = {"model": "g", "messages": [{"role": "user", "content": "hi"}], "stream": True}
     res = await api.client.post("/v1/chat/completions", json=body, headers=T123)
-    assert res.status_code == 400
-    assert "stream" in error_message(res)
+    assert (res.status_code, res.headers["x-cache"]) == (200, "MISS")
+    assert res.headers["content-type"].startswith("text/event-stream")
+    events = [e for e in res.text.split("\n\n") if e]
+    assert events[-1] == "data: [DONE]"
+    again = await api.client.post("/v1/chat/completions", json=body, headers=T123)
+    assert again.headers["x-cache"] == "HIT"
+    assert api.stub.chat_streams == 1
 
 
 async def test_health_stats_clear(api: Api) -> None:

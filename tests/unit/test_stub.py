@@ -50,9 +50,19 @@ async def test_counters_count_and_reset(stub: httpx.AsyncClient) -> None:
     await stub.post("/v1/embeddings", json={"model": "m", "input": ["a", "b", "c"]})
     await stub.post("/v1/embeddings", json={"model": "m", "input": "a"})
     await stub.post("/v1/chat/completions", json={"model": "g", "messages": [{"role": "user", "content": "hi"}]})
-    assert (await stub.get("/stats")).json() == {"embedding_requests": 2, "embedding_inputs": 4, "chat_requests": 1}
+    assert (await stub.get("/stats")).json() == {
+        "embedding_requests": 2,
+        "embedding_inputs": 4,
+        "chat_requests": 1,
+        "chat_streams": 0,
+    }
     await stub.post("/stats/reset")
-    assert (await stub.get("/stats")).json() == {"embedding_requests": 0, "embedding_inputs": 0, "chat_requests": 0}
+    assert (await stub.get("/stats")).json() == {
+        "embedding_requests": 0,
+        "embedding_inputs": 0,
+        "chat_requests": 0,
+        "chat_streams": 0,
+    }
 
 
 async def test_chat_is_deterministic_and_openai_shaped(stub: httpx.AsyncClient) -> None:
@@ -81,11 +91,15 @@ async def test_azure_deployment_paths(stub: httpx.AsyncClient) -> None:
 
 
 async def test_bad_requests_and_injected_failures(stub: httpx.AsyncClient) -> None:
-    """Streaming, empty input and bad bodies are 4xx; `/control` injects failures."""
+    """Empty input and bad bodies are 4xx; streams are OpenAI's SSE; `/control` injects failures."""
     assert (await stub.post("/v1/embeddings", json={"model": "m", "input": []})).status_code == 400
     assert (await stub.post("/v1/embeddings", json={"input": "a"})).status_code == 422
     stream = {"model": "g", "messages": [{"role": "user", "content": "hi"}], "stream": True}
-    assert (await stub.post("/v1/chat/completions", json=stream)).status_code == 400
+    streamed = await stub.post("/v1/chat/completions", json=stream)
+    assert streamed.headers["content-type"].startswith("text/event-stream")
+    events = [line for line in streamed.text.split("\n\n") if line]
+    assert events[-1] == "data: [DONE]"
+    assert all(e.startswith("data: {") for e in events[:-1])
     await stub.post("/control", json={"fail_status": 503})
     assert (await stub.post("/v1/embeddings", json={"model": "m", "input": "a"})).status_code == 503
     await stub.post("/control", json={"fail_status": 0})

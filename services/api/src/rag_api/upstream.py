@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from array import array
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 import httpx2
@@ -114,6 +114,35 @@ class Upstream:
         if not isinstance(parsed, dict) or not isinstance(parsed.get("choices"), list):
             raise UpstreamError("the upstream's chat answer has no 'choices'")
         return parsed
+
+    async def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """The upstream's streamed chat completion, chunk by chunk as JSON objects, usage included (the cache
+        stores it; the route drops it for clients that did not ask). A stream that breaks off raises."""
+        rest = dict(body)
+        model, messages = rest.pop("model"), rest.pop("messages")
+        rest.pop("stream", None)
+        rest.pop("stream_options", None)
+        stream = await self._call(
+            "chat_stream",
+            model,
+            lambda timeout: self.client.chat.completions.create(
+                model=model,
+                messages=cast(Any, messages),
+                stream=True,
+                stream_options={"include_usage": True},
+                extra_body=rest or None,
+                timeout=timeout,
+            ),
+        )
+        try:
+            async for chunk in stream:
+                yield chunk.to_dict(mode="json", exclude_unset=True)
+        except openai.APITimeoutError as exc:
+            raise UpstreamTimeoutError("the upstream stream stalled longer than UPSTREAM_TIMEOUT") from exc
+        except (openai.APIError, httpx2.HTTPError, OSError) as exc:
+            raise UpstreamError(f"the upstream stream broke off: {exc}", code="upstream_stream_broken") from exc
+        finally:
+            await stream.close()
 
     async def _call(self, operation: str, model: str, call: Callable[[httpx2.Timeout], Awaitable[T]]) -> T:
         breaker = self.breakers.get(model)

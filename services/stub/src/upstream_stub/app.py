@@ -11,8 +11,9 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from upstream_stub.vectors import chat_answer, embedding_bytes
@@ -29,6 +30,10 @@ class StubState:
     fail_status: int = 0
     retry_after: float = 1.0  # seconds, sent with injected 429s (and 503s) as real model APIs do
     chat_chars: int = 0  # pad chat answers to this many characters (0: as they come)
+    stream_chunks: int = 8  # content chunks of a streamed answer
+    chunk_delay_ms: float = 0.0  # between streamed chunks (the first waits latency_ms)
+    abort_after_chunks: int = 0  # >0: a stream breaks off after this many chunks (no finish, no [DONE])
+    chat_streams: int = 0
     embedding_requests: int = 0
     embedding_inputs: int = 0
     chat_requests: int = 0
@@ -39,6 +44,7 @@ class StubState:
             "embedding_requests": self.embedding_requests,
             "embedding_inputs": self.embedding_inputs,
             "chat_requests": self.chat_requests,
+            "chat_streams": self.chat_streams,
         }
 
 
@@ -62,6 +68,9 @@ class Control(BaseModel):
     fail_status: int | None = Field(default=None, ge=0, le=599)
     retry_after: float | None = Field(default=None, ge=0, le=3600)
     chat_chars: int | None = Field(default=None, ge=0, le=1_000_000)
+    stream_chunks: int | None = Field(default=None, ge=1, le=10_000)
+    chunk_delay_ms: float | None = Field(default=None, ge=0, le=60_000)
+    abort_after_chunks: int | None = Field(default=None, ge=0, le=10_000)
 
 
 def create_app(state: StubState | None = None) -> FastAPI:
@@ -117,7 +126,7 @@ def create_app(state: StubState | None = None) -> FastAPI:
 
     async def chat(body: ChatRequest) -> Response:
         if body.stream:
-            raise HTTPException(400, detail="the stub does not stream")
+            return await chat_stream(body)
         st.chat_requests += 1
         await behave()
         extra = sorted((k, repr(v)) for k, v in (body.model_extra or {}).items())
@@ -147,6 +156,43 @@ def create_app(state: StubState | None = None) -> FastAPI:
             }
         )
 
+    async def chat_stream(body: ChatRequest) -> Response:
+        """OpenAI's Server-Sent Events: a role chunk, `stream_chunks` content chunks, a finish chunk, the usage
+        chunk when `stream_options.include_usage`, then `data: [DONE]`; the answer is the non-streamed one."""
+        st.chat_streams += 1
+        await behave()  # the first chunk's delay, or a failure before any chunk
+        extras = dict(body.model_extra or {})
+        options = extras.pop("stream_options", None) or {}
+        extra = sorted((k, repr(v)) for k, v in extras.items())
+        content = chat_answer(body.model, body.messages, extra, length=st.chat_chars)
+        digest = hashlib.sha256(content.encode()).hexdigest()[:24]
+        head = {"id": f"chatcmpl-{digest}", "object": "chat.completion.chunk", "created": int(time.time())}
+        head["model"] = body.model
+        size = -(-len(content) // st.stream_chunks)
+        pieces = [content[i : i + size] for i in range(0, len(content), size)] or [""]
+        deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}] + [{"content": p} for p in pieces]
+        usage = {
+            "prompt_tokens": sum(len(str(m.get("content", ""))) // 4 + 1 for m in body.messages),
+            "completion_tokens": len(content) // 4 + 1,
+        }
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        abort_after, delay = st.abort_after_chunks, st.chunk_delay_ms / 1000
+
+        async def events() -> Any:
+            for n, delta in enumerate(deltas):
+                if abort_after and n >= abort_after:
+                    raise ConnectionAbortedError("the stub broke the stream off (abort_after_chunks)")
+                if n and delay:
+                    await asyncio.sleep(delay)
+                choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}
+                yield sse({**head, "choices": [choice]})
+            yield sse({**head, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]})
+            if isinstance(options, dict) and options.get("include_usage"):
+                yield sse({**head, "choices": [], "usage": usage})
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
     app.add_api_route("/v1/embeddings", embeddings, methods=["POST"])
     app.add_api_route("/v1/chat/completions", chat, methods=["POST"])
     # Azure OpenAI puts the deployment in the path and api-version in the query; the body is the same.
@@ -159,7 +205,7 @@ def create_app(state: StubState | None = None) -> FastAPI:
 
     @app.post("/stats/reset")
     async def reset() -> dict[str, int]:
-        st.embedding_requests = st.embedding_inputs = st.chat_requests = 0
+        st.embedding_requests = st.embedding_inputs = st.chat_requests = st.chat_streams = 0
         return st.counters()
 
     @app.post("/control")
@@ -172,11 +218,17 @@ def create_app(state: StubState | None = None) -> FastAPI:
             st.chat_chars = body.chat_chars
         if body.retry_after is not None:
             st.retry_after = body.retry_after
+        for knob in ("stream_chunks", "chunk_delay_ms", "abort_after_chunks"):
+            if (value := getattr(body, knob)) is not None:
+                setattr(st, knob, value)
         return {
             "latency_ms": st.latency_ms,
             "fail_status": st.fail_status,
             "chat_chars": st.chat_chars,
             "retry_after": st.retry_after,
+            "stream_chunks": st.stream_chunks,
+            "chunk_delay_ms": st.chunk_delay_ms,
+            "abort_after_chunks": st.abort_after_chunks,
         }
 
     @app.get("/healthz")
@@ -195,3 +247,7 @@ def create_app(state: StubState | None = None) -> FastAPI:
         return JSONResponse({"detail": f"stub error: {type(exc).__name__}"}, status_code=500)
 
     return app
+
+
+def sse(event: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(event) + b"\n\n"

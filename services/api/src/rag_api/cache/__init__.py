@@ -21,11 +21,13 @@ from ._manager import CacheManager
 from ._memory import MemoryTier
 from ._redis import RedisOptions, RedisTier, SyncRedisTier
 from ._singleflight import FailureCodec
+from ._streams import Broadcast, StreamStart
 from ._tier import CacheTier
 
 __all__ = [
     "BackendBusyError",
     "BackendCommandError",
+    "Broadcast",
     "CacheBackendError",
     "CacheError",
     "CacheManager",
@@ -40,6 +42,7 @@ __all__ = [
     "MemoryTier",
     "RedisOptions",
     "RedisTier",
+    "StreamStart",
     "SyncRedisTier",
     "UnsupportedValueError",
     "build_cache",

@@ -55,3 +55,8 @@ def lease_key(full_key: str) -> str:
 def failure_key(full_key: str) -> str:
     """Where a failed compute of a full key is remembered for a moment; outside `cache:` like leases."""
     return "failed:" + full_key
+
+
+def stream_key(full_key: str) -> str:
+    """The Redis Stream that carries a streamed answer's chunks to other replicas while it is produced."""
+    return "stream:" + full_key

@@ -47,6 +47,7 @@ class CachePolicy:
     failure_ttl: float = 2.0
     tenant_write_rate: float = 0.0  # Redis writes per second per school and process; 0 = unlimited
     tenant_write_burst: float = 0.0
+    stream_poll_interval: float = 0.01  # how often a replica polls another replica's shared stream
 
 
 @dataclass(slots=True)

@@ -32,6 +32,7 @@ from ._memory import MemoryTier
 from ._redis import RedisTier, SyncRedisTier
 from ._serialization import encode
 from ._singleflight import FailureCodec, SingleFlight
+from ._streams import Assemble, Produce, StreamFlights, StreamStart
 
 __all__ = ["UNAVAILABLE", "CacheCounters", "CacheManager", "CachePolicy", "Lookup", "Tier"]
 
@@ -45,6 +46,7 @@ class _LoopState:
 
     loop: asyncio.AbstractEventLoop
     flights: SingleFlight
+    streams: StreamFlights
     subscription: object = field(default_factory=object)  # this loop's listener, to CoherentMemory
     listener: asyncio.Task[None] | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -204,6 +206,26 @@ class CacheManager:
                 self.counters.stale_served += len(missing)
             found.update(results)
         return [found[f] for f in fulls]  # type: ignore[misc]
+
+    async def stream(
+        self,
+        key: str,
+        produce: Produce,
+        assemble: Assemble,
+        ttl: float | None = None,
+        school_id: int | None = None,
+        *,
+        failures: FailureCodec | None = None,
+    ) -> Lookup | StreamStart:
+        """A cached value (a Lookup), or the stream that produces it, shared by every identical request in
+        flight on any replica (see `_streams.py`): `produce()` yields the chunks (bytes) from the source,
+        `assemble(chunks)` makes the value stored when the stream ends normally."""
+        full = self._full(key, school_id)
+        found = await self._lookup_one(full)
+        if found is not None:
+            return found
+        streams = self._loop_state().streams
+        return await streams.join(full, produce, assemble, self._ttl(ttl), failures)
 
     # ----- lifecycle, health, stats --------------------------------------------------------------------
     async def start(self) -> None:
@@ -470,7 +492,16 @@ class CacheManager:
             counters=self.counters,
             sender=self.sender,
         )
-        state = self._state = _LoopState(loop, flights)
+        streams = StreamFlights(
+            loop,
+            guard=self._guard,
+            coherent=self._coherent,
+            store=self._store_computed,
+            spawn=self._spawn,
+            policy=self.policy,
+            counters=self.counters,
+        )
+        state = self._state = _LoopState(loop, flights, streams)
         if self.redis is not None:
             listener = InvalidationListener(
                 self.redis,

@@ -103,6 +103,10 @@ def translate_errors() -> Iterator[None]:
         raise backend_error(exc) from exc
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _glob_escape(text: str) -> str:
     return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
@@ -260,6 +264,28 @@ class RedisTier:
                 pipe.set(failed, info, px=px)
             pipe.publish(self.channel, announce)
             await pipe.execute()
+
+    async def stream_add(
+        self, key: str, fields: Mapping[str, bytes], *, maxlen: int, ttl: float, first: bool = False
+    ) -> None:
+        """Append one entry to a Redis Stream (bounded to about `maxlen`), giving it `ttl` when `first` or when
+        it ends the stream."""
+        async with self._call() as c, c.pipeline(transaction=False) as pipe:
+            pipe.xadd(key, dict(fields), maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+            if first or "end" in fields:
+                pipe.pexpire(key, max(1, int(ttl * 1000)))
+            await pipe.execute()
+
+    async def stream_read(self, key: str, after: str, count: int) -> list[tuple[str, dict[bytes, bytes]]]:
+        """The entries of a Redis Stream after the id `after` (no blocking: callers poll)."""
+        async with self._call() as c:
+            replies = await c.xread({key: after}, count=count)
+        if not replies:
+            return []
+        entries: Any = replies[key.encode()] if isinstance(replies, dict) else replies[0][1]
+        if isinstance(entries, list) and entries and isinstance(entries[0], list) and len(entries) == 1:
+            entries = entries[0]  # RESP3 nests the entries once more
+        return [(_text(entry_id), fields) for entry_id, fields in entries]
 
     async def release_leases(self, keys: Sequence[str], token: str) -> None:
         if keys:

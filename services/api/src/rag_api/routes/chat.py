@@ -1,4 +1,5 @@
-"""`POST /v1/chat/completions`: OpenAI-compatible, non-streaming, cached per school on a canonical request key."""
+"""`POST /v1/chat/completions`: OpenAI-compatible, cached per school on a canonical request key; `stream: true`
+answers Server-Sent Events from the same entry (rag_api.streaming)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rag_api.deps import CacheMode, CacheModeDep, Services, ServicesDep, TenantDep
 from rag_api.metrics import CACHE_RESULTS
 from rag_api.routes.headers import BYPASS_HEADERS, UPSTREAM_FAILURES, cache_headers
+from rag_api.streaming import stream_chat
 
 __all__ = ["ChatRequest", "chat_key", "router"]
 
@@ -56,8 +58,6 @@ class ChatRequest(BaseModel):
 
 
 def _validate(body: ChatRequest, services: Services) -> dict[str, Any]:
-    if body.stream:
-        raise HTTPException(400, detail="stream=true is not supported yet; send stream=false or omit it")
     settings = services.settings
     if len(body.messages) > settings.max_batch_size:
         raise HTTPException(400, detail=f"at most {settings.max_batch_size} messages per request (MAX_BATCH_SIZE)")
@@ -66,7 +66,7 @@ def _validate(body: ChatRequest, services: Services) -> dict[str, Any]:
             raise HTTPException(
                 400, detail=f"messages[{i}].content is longer than {settings.max_input_chars} (MAX_INPUT_CHARS)"
             )
-    return body.model_dump(exclude_none=True, exclude={"stream"})
+    return body.model_dump(exclude_none=True, exclude={"stream", "stream_options"})
 
 
 def chat_key(request: dict[str, Any]) -> str:
@@ -90,6 +90,14 @@ async def create_chat_completion(
     key = chat_key(request)
     cache, upstream = services.llm, services.upstream
     ttl = services.settings.llm_cache_ttl
+    if body.stream:  # Server-Sent Events, from the same cache entry (see rag_api.streaming)
+        options = body.model_extra.get("stream_options") if body.model_extra else None
+        include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        normal = mode is CacheMode.NORMAL
+        return await stream_chat(
+            request, key, school_id=school_id, cache=cache, upstream=upstream, ttl=ttl,
+            include_usage=include_usage, use_cache=normal, store=mode is CacheMode.NO_CACHE or normal,
+        )  # fmt: skip
 
     if mode is not CacheMode.NORMAL:
         answer = await upstream.chat(request)
