@@ -59,6 +59,7 @@ class DockerRuntime:
         """`docker compose <args>` on this stack's files; CommandFailed (with its output) when it fails."""
         files = ["-f", "docker-compose.yml"] + (["-f", "docker-compose.scale.yml"] if self.t.scaled else [])
         env = os.environ | {
+            "COMPOSE_PROJECT_NAME": self.t.project,
             "REPLICAS": str(self.t.replicas),
             "API_PORT": str(self.t.api_port),
             "NGINX_PORT": str(self.t.nginx_port),

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .errors import CommandFailed, NotReady, RuntimeUnavailable, StackError
 from .runtime import Runtime, resolve, runtime_for
-from .topology import ROOT, Topology, default_ports
+from .topology import ROOT, Topology, compose_project, default_ports
 
 COMMANDS = ("up", "down", "ps", "logs", "redis-stop", "redis-kill", "redis-start", "replica-kill", "info", "which")
 
@@ -63,6 +63,7 @@ def choose(args: argparse.Namespace) -> tuple[Topology, str]:
         replicas=args.replicas,
         workers=args.workers,
         env_file=args.env_file.resolve(),
+        project=compose_project(args.run_dir, os.environ),
         **ports,
     )
     return topology, why

@@ -19,6 +19,7 @@ import pytest
 from deploy.client import StackClient
 from deploy.compose_file import interpolate, load_compose
 from deploy.docker import docker_unavailable
+from deploy.topology import compose_project
 from tests.support.redis_server import redis_server_binary
 from tests.support.wait import free_port, port_open, wait_until
 
@@ -135,9 +136,10 @@ def make(stack: StackClient, *args: str, timeout: float = 120) -> subprocess.Com
 
 @pytest.fixture
 def docker_stack(tmp_path: Path) -> Iterator[StackClient]:
-    """A Docker stack of the test's own (free host ports, its own run dir and Compose project), always removed."""
-    project = f"ragtest-{uuid.uuid4().hex[:8]}"
-    stack = StackClient.on_free_ports(tmp_path / "run", 2, runtime="docker", env={"COMPOSE_PROJECT_NAME": project})
+    """A Docker stack of the test's own (free host ports, its own run dir, so its own Compose project), always
+    removed with its volume."""
+    stack = StackClient.on_free_ports(tmp_path / "run", 2, runtime="docker")
+    project = compose_project(tmp_path / "run", {})
     try:
         yield stack
     finally:
@@ -185,7 +187,8 @@ def test_docker_scaled_stack_through_make(docker_stack: StackClient) -> None:
 
     replica = make(stack, "replica-kill")
     assert replica.returncode == 0, replica.stderr
-    project = stack.env["COMPOSE_PROJECT_NAME"]
+    project = info["compose_project"]
+    assert project.startswith("rag-cache-"), "a run dir of its own is a Compose project of its own"
     assert f"{project}-api-1 killed" in replica.stdout, "index 1 is the container named api-1"
     assert all(embed(f"after kill {i}").status_code == 200 for i in range(6)), "nginx retries on the other replica"
     seen: set[str] = set()

@@ -10,6 +10,7 @@ import pytest
 from deploy import stack
 from deploy.docker import _version, docker_unavailable
 from deploy.runtime import resolve
+from deploy.topology import ROOT, compose_project
 
 
 def fake_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, engine: str | None, compose: str | None) -> None:
@@ -95,3 +96,14 @@ def test_a_failed_compose_up_prints_the_logs_not_a_traceback(
     assert "rag-cache-api-1  unhealthy" in err
     assert "not ready" in err
     assert "Traceback" not in err
+
+
+def test_each_run_dir_is_a_compose_project_of_its_own(tmp_path: Path) -> None:
+    """The default run dir keeps the Compose file's `rag-cache`; another run dir gets a stable name of its own;
+    COMPOSE_PROJECT_NAME wins over both."""
+    assert compose_project(ROOT / ".run", {}) == "rag-cache"
+    own = compose_project(tmp_path / "run", {})
+    assert own.startswith("rag-cache-")
+    assert own == compose_project(tmp_path / "run", {})
+    assert own != compose_project(tmp_path / "other", {})
+    assert compose_project(tmp_path / "run", {"COMPOSE_PROJECT_NAME": "mine"}) == "mine"
