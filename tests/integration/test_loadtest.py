@@ -63,8 +63,9 @@ def test_sharing_and_chaos_pass_on_scaled_stack(stack_factory: Any, tmp_path: Pa
     verdict = _verdict(reports, "sharing")
     assert verdict["phases"][0]["failures"] == 0
     assert verdict["phases"][0]["cross_instance_hits"] > 0
-    assert verdict["stub"]["embedding_inputs"] == verdict["unique_keys"]["embedding"]
-    assert verdict["stub"]["chat_requests"] == verdict["unique_keys"]["chat"]
+    # One call per key whose requests completed; a key cut off when the run stopped cost 0 or 1 call.
+    for kind, calls in (("embedding", "embedding_inputs"), ("chat", "chat_requests")):
+        assert verdict["completed_keys"][kind] <= verdict["stub"][calls] <= verdict["unique_keys"][kind], kind
     for name in ("sharing.html", "sharing_stats.csv", "sharing_timeline.png"):
         assert (reports / name).stat().st_size > 0, name
 
