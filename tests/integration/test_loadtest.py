@@ -94,8 +94,9 @@ MODEL_FAILS_FAST = {"UPSTREAM_TIMEOUT": "2", "UPSTREAM_BREAKER_COOLDOWN": "1"}
 
 
 def test_sharing_and_chaos_pass_on_scaled_stack(stack_factory: Any, tmp_path: Path) -> None:
-    """A 15 s sharing run and a 40 s chaos run pass: no failures, cross-instance hits, one upstream call per key,
-    and while the model fails warm keys answer 200 and cold misses get the mapped status."""
+    """A 15 s sharing run and a 40 s chaos run pass: no failures, cross-instance hits, one upstream call per key
+    (streams too), and while the model fails warm keys answer 200 and cold misses get the mapped status; streams
+    run through every phase, none fails while Redis is down."""
     stack = stack_factory("scaled", 3, MODEL_FAILS_FAST)
     reports = tmp_path / "reports"
     sharing = stack.loadtest("sharing", reports, "--duration", "15", "--users", "10")
@@ -105,6 +106,16 @@ def test_sharing_and_chaos_pass_on_scaled_stack(stack_factory: Any, tmp_path: Pa
     assert verdict["phases"][0]["cross_instance_hits"] > 0
     assert verdict["stub"]["embedding_inputs"] == verdict["unique_keys"]["embedding"]
     assert verdict["stub"]["chat_requests"] == verdict["unique_keys"]["chat"]
+    checks = {c["check"]: c for c in verdict["checks"]}
+    assert checks["upstream streams / unique streaming keys"]["result"] == "PASS", sharing.stdout[-4000:]
+    run = verdict["phases"][0]
+    assert run["stream_requests"] > 0
+    assert run["stream_failures"] == 0
+    assert 0 < run["ttfc_p50_ms"] <= run["stream_total_p50_ms"]
+    assert {"leader", "replay"} <= set(run["stream_roles"]), run["stream_roles"]
+    stats = (reports / "sharing_stats.csv").read_text()
+    assert "chat stream: time to first chunk" in stats
+    assert "[stream]" in stats
     for name in ("sharing.html", "sharing_stats.csv", "sharing_timeline.png"):
         assert (reports / name).stat().st_size > 0, name
 
@@ -126,6 +137,8 @@ def test_sharing_and_chaos_pass_on_scaled_stack(stack_factory: Any, tmp_path: Pa
     assert all(p["failures"] == 0 for p in verdict["phases"]), chaos.stdout[-6000:]
     assert phases["model-down"]["mapped"].get("502", 0) > 0, chaos.stdout[-6000:]
     assert phases["model-down"]["warm_requests"] > 0
+    assert all(p["stream_requests"] > 0 for p in verdict["phases"]), [p["stream_requests"] for p in verdict["phases"]]
+    assert phases["redis-down"]["stream_failures"] == 0
     assert (reports / "chaos_timeline.png").stat().st_size > 0
 
 
