@@ -147,6 +147,7 @@ def phase_figures(
         "upstream_calls": upstream_calls,
         "stream_requests": sum(s.get("stream_requests", 0) for s in secs),
         "stream_failures": sum(s.get("stream_failures", 0) for s in secs) + stream_unexpected,
+        "stream_mapped": sum(s.get("stream_mapped", 0) for s in secs),
         "stream_roles": _sum_counts(secs, "stream_roles"),
         "ttfc_p50_ms": percentile(ttfc, 50),
         "ttfc_p95_ms": percentile(ttfc, 95),

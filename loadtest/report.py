@@ -35,6 +35,7 @@ def _print_streams(phases: list[dict[str, Any]]) -> None:
             p["phase"],
             str(p.get("stream_requests", 0)),
             str(p.get("stream_failures", 0)),
+            str(p.get("stream_mapped", 0)),
             " ".join(f"{role} {n}" for role, n in sorted((p.get("stream_roles") or {}).items())) or "-",
             _fmt(p.get("ttfc_p50_ms"), "ms"),
             _fmt(p.get("ttfc_p95_ms"), "ms"),
@@ -43,7 +44,17 @@ def _print_streams(phases: list[dict[str, Any]]) -> None:
         ]
         for p in phases
     ]
-    headers = ["phase", "streams", "failed", "X-Cache-Stream", "TTFC p50", "TTFC p95", "total p50", "total p95"]
+    headers = [
+        "phase",
+        "streams",
+        "failed",
+        "mapped (cold)",
+        "X-Cache-Stream",
+        "TTFC p50",
+        "TTFC p95",
+        "total p50",
+        "total p95",
+    ]
     print(_table(headers, rows))
 
 
