@@ -230,7 +230,7 @@ class TenantUser(FastHttpUser):
                 resp.status_code, headers, payload, tally, cut=cut, warm=warm, latency_ms=total_ms,
                 deadline_ms=self.deadline_ms,
             )  # fmt: skip
-            if self._settle(resp, name, outcome, resp.error if resp.status_code == 0 else cut):
+            if self._settle(resp, name, outcome, resp.error if resp.status_code == 0 else ""):
                 self._report_ttfc(tally, resp.request_meta["start_time"])
                 role = headers.get("x-cache-stream", "")
                 self._cache_outcome([key], headers, computed=role != "follower")
