@@ -230,6 +230,8 @@ class TenantUser(FastHttpUser):
                 resp.status_code, headers, payload, tally, cut=cut, warm=warm, latency_ms=total_ms,
                 deadline_ms=self.deadline_ms,
             )  # fmt: skip
+            if outcome.cut:  # when it broke off: the analysis knows when a replica was killed
+                resp.request_meta["context"]["stream_cut_at"] = time.time()
             if self._settle(resp, name, outcome, resp.error if resp.status_code == 0 else ""):
                 self._report_ttfc(tally, resp.request_meta["start_time"])
                 role = headers.get("x-cache-stream", "")

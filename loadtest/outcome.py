@@ -31,6 +31,7 @@ class Outcome:
     kind: str
     status: int
     reason: str = ""
+    cut: bool = False  # a stream whose connection closed mid-answer (no error event, no [DONE])
 
 
 def is_openai_error(body: Any) -> bool:
@@ -108,7 +109,7 @@ def classify_stream(
             return Outcome("failed", status, f"error event{' for a warm key' if warm else ''}: {message}")
         return Outcome("mapped", mapped)
     if cut:
-        return Outcome("failed", status, f"stream cut off after {tally.chunks} chunk(s): {cut}")
+        return Outcome("failed", status, f"stream cut off after {tally.chunks} chunk(s): {cut}", cut=True)
     if not tally.done:
         return Outcome("failed", status, f"stream ended without data: [DONE] after {tally.chunks} chunk(s)")
     if tally.not_json:

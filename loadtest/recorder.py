@@ -43,6 +43,7 @@ class Second:
     ttfc_ms: list[float] = field(default_factory=list)  # time to first content chunk of each stream
     stream_total_ms: list[float] = field(default_factory=list)
     stream_roles: Counter[str] = field(default_factory=Counter)  # X-Cache-Stream of the streams answered
+    stream_cuts: list[list[float]] = field(default_factory=list)  # [sent, broke off, warm] of each cut stream
 
     def to_json(self, t: int) -> dict[str, Any]:
         return {
@@ -67,6 +68,7 @@ class Second:
             "ttfc_ms": [round(x, 1) for x in self.ttfc_ms],
             "stream_total_ms": [round(x, 1) for x in self.stream_total_ms],
             "stream_roles": dict(self.stream_roles),
+            "stream_cuts": self.stream_cuts,
         }
 
 
@@ -113,7 +115,8 @@ class Recorder:
 
         Counting by start time puts a request that hangs across a phase boundary in the phase that caused it.
         `context` carries what the user knew: `warm` (bool) and `mapped` (the status of a mapped model error);
-        for a stream also `stream` (True), `ttfc_ms` (None when no content came) and `stream_role`.
+        for a stream also `stream` (True), `ttfc_ms` (None when no content came), `stream_role`, and for one
+        whose connection broke off mid-answer `stream_cut_at` (epoch seconds).
         """
         sec = self._second(start_time)
         sec.requests += 1
@@ -132,6 +135,11 @@ class Recorder:
                 sec.ttfc_ms.append(float(ctx["ttfc_ms"]))
             if ctx.get("stream_role"):
                 sec.stream_roles[str(ctx["stream_role"])] += 1
+            if exception is not None and ctx.get("stream_cut_at"):
+                sent = start_time if start_time is not None else time.time()
+                sec.stream_cuts.append(
+                    [round(sent, 3), round(float(ctx["stream_cut_at"]), 3), float(bool(ctx.get("warm")))]
+                )
         if exception is not None:
             sec.failures += 1
             sec.warm_failures += bool(ctx.get("warm"))

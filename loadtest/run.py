@@ -254,7 +254,8 @@ def chaos_verdict(
     phases = widen(chaos_phases(t0, end, args.duration, args.no_replica_kill, args.no_model_phases), timeline)
     calls = upstream_calls_by_phase(snapshots, stub) if stub else {}
     windows = model_windows(phases)
-    figures = [phase_figures(timeline, ph, calls.get(ph.name), windows) for ph in phases]
+    kills = [(r.started_at, r.finished_at) for r in records if r.name == "replica-kill"]
+    figures = [phase_figures(timeline, ph, calls.get(ph.name), windows, kills) for ph in phases]
     # Recovery is timed from when Redis was seen answering again: the end of a successful redis-start.
     redis_back = next((r.finished_at for r in records if r.name == "redis-start" and r.returncode == 0), None)
     checks = chaos_checks(timeline, phases, figures, redis_back, args.users * args.user_rps, th)

@@ -11,6 +11,7 @@ import pytest
 from loadtest.analysis import (
     Thresholds,
     chaos_checks,
+    kill_cut_check,
     model_checks,
     model_windows,
     notes,
@@ -456,3 +457,49 @@ def test_sharing_counts_one_upstream_stream_per_streaming_key() -> None:
         "30/30 = 1.00 (2 key(s) cut off at stop, not counted)"
     )
     assert by_name(sharing_checks(fig, tl, stub, 10, TH))[name]["result"] == "n/a"
+
+
+def test_only_a_cut_stream_is_marked_cut() -> None:
+    """A connection closed mid-answer is a cut; an error event or a clean end without [DONE] is not."""
+    cut = classify_stream(200, SSE_OK, None, tally(ROLE), cut="closed", warm=True, latency_ms=5, deadline_ms=1e4)
+    event = classify_stream(
+        200, SSE_OK, None, tally(ROLE, ERROR_EVENT % "x"), cut="closed", warm=True, latency_ms=5, deadline_ms=1e4
+    )
+    ended = classify_stream(200, SSE_OK, None, tally(ROLE), cut="", warm=True, latency_ms=5, deadline_ms=1e4)
+    assert [o.cut for o in (cut, event, ended)] == [True, False, False]
+    assert [o.kind for o in (cut, event, ended)] == ["failed"] * 3
+
+
+def kill_timeline() -> tuple[dict[str, Any], list[Phase]]:
+    """Streams every second; three cut streams: in flight at the kill (t=10.2-10.9), one sent after the kill
+    had ended (t=12.5), and one that broke off long after it (t=15)."""
+    secs = [second(T0 + i, warm=10, hits=10, streams=2) for i in range(20)]
+    rec = Recorder()
+    for sent, broke in ((T0 + 9.6, T0 + 10.5), (T0 + 12.5, T0 + 12.6), (T0 + 14.2, T0 + 15.0)):
+        rec.on_request(50.0, RuntimeError("stream cut off"), "s", sent, {"warm": True, "stream": True,
+                                                                          "stream_cut_at": broke})  # fmt: skip
+    for t, sec in rec.seconds.items():
+        secs[t - int(T0)] = second(t, warm=10, hits=9, streams=3, failures=1, warm_failures=1, stream_failures=1) | {
+            "stream_cuts": sec.stream_cuts
+        }
+    return timeline(secs), [Phase("redis-back", T0, T0 + 10), Phase("replica-down", T0 + 10, T0 + 20)]
+
+
+def test_a_stream_cut_by_the_replica_kill_is_reported_and_any_other_cut_fails() -> None:
+    """The stream in flight when the kill ran (10.2-10.9 s) is counted apart, in the phase it was sent in;
+    the one sent after the kill and the one cut 4 s later stay failures."""
+    tl, phases = kill_timeline()
+    kills = [(T0 + 10.2, T0 + 10.9)]
+    back, down = (phase_figures(tl, ph, kills=kills) for ph in phases)
+    assert (back["failures"], back["stream_failures"], back["stream_cut_by_kill"], back["warm_failures"]) == (
+        0,
+        0,
+        1,
+        0,
+    )
+    assert (down["failures"], down["stream_failures"], down["stream_cut_by_kill"]) == (2, 2, 0)
+    assert phase_figures(tl, phases[0])["failures"] == 1  # no kill known: a failure
+    report = kill_cut_check([back, down])
+    assert (report["result"], report["passed"]) == ("WARN", True)
+    assert report["value"].startswith("1 (in flight on the killed replica")
+    assert kill_cut_check([down])["result"] == "PASS"
