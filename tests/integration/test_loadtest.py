@@ -104,10 +104,15 @@ def test_sharing_and_chaos_pass_on_scaled_stack(stack_factory: Any, tmp_path: Pa
     verdict = _verdict(reports, "sharing")
     assert verdict["phases"][0]["failures"] == 0
     assert verdict["phases"][0]["cross_instance_hits"] > 0
-    assert verdict["stub"]["embedding_inputs"] == verdict["unique_keys"]["embedding"]
-    assert verdict["stub"]["chat_requests"] == verdict["unique_keys"]["chat"]
+    # One call per key whose requests completed (a key cut off by the end of the run may cost 0 or 1: the
+    # verdict's rule; a plain equality with every key asked failed when one was cut off, 211 == 213).
     checks = {c["check"]: c for c in verdict["checks"]}
-    assert checks["upstream streams / unique streaming keys"]["result"] == "PASS", sharing.stdout[-4000:]
+    for name in (
+        "embedding inputs / unique embedding keys",
+        "chat requests / unique chat keys",
+        "upstream streams / unique streaming keys",
+    ):
+        assert checks[name]["result"] == "PASS", (name, checks[name]["value"])
     run = verdict["phases"][0]
     assert run["stream_requests"] > 0
     assert run["stream_failures"] == 0
