@@ -1,4 +1,5 @@
-"""Locust users for the cache-sharing and chaos proofs: tenants asking for embeddings and chat answers.
+"""Locust users for the cache-sharing and chaos proofs: tenants asking for embeddings and chat answers, plain and
+streamed (Server-Sent Events read as they arrive).
 
 Headless runs are driven by loadtest/run.py; `make loadtest-ui` opens the same users in Locust's web UI
 (cache outcomes so far at /cache-outcomes on the UI's port).
