@@ -81,6 +81,12 @@ def questions(n: int) -> list[str]:
     return [f"Explain {t.replace('(passage', '(question')} in three sentences." for t in texts(n)]
 
 
+def stream_questions(n: int) -> list[str]:
+    """`n` distinct questions asked with `stream: true`, none equal to a `questions()` prompt: a streamed and a
+    plain request with the same body share one cache entry, and the sharing verdict counts each kind apart."""
+    return [f"Walk me through {t.replace('(passage', '(stream')} step by step." for t in texts(n)]
+
+
 class ZipfSampler:
     """Draws ranks 0..n-1 with probability proportional to 1 / (rank + 1) ** s, from its own seeded RNG."""
 
@@ -112,6 +118,7 @@ class KeyspaceConfig:
 
     n_texts: int = 500
     n_questions: int = 200
+    n_stream_questions: int = 100
     zipf_s: float = 1.1
     seed: int = 20240601
     embedding_model: str = "text-embedding-3-small"
