@@ -18,7 +18,9 @@ from supervisor.xmlrpc import SupervisorTransport
 
 from . import nginx_conf, supervisor_conf
 from .apienv import api_env, without_settings
-from .readiness import NotReady, answers, tail, wait_all_behind_nginx, wait_for
+from .errors import CommandFailed, NotReady, StackStateError
+from .procs import alive
+from .readiness import answers, tail, wait_all_behind_nginx, wait_for
 from .topology import Topology
 
 
@@ -61,18 +63,22 @@ class LocalRuntime:
     # --- commands ------------------------------------------------------------------------------------
     def up(self, timeout: float) -> None:
         if self.running():
-            raise SystemExit(f"a local stack already runs from {self.run}: `make down` first")
+            raise StackStateError(f"a local stack already runs from {self.run}: `make down` first")
         self._prepare()
         self.t.save()
         env = without_settings(os.environ) | api_env(os.environ, self.t.env_file) | {"PYTHONUNBUFFERED": "1"}
         upstream = env.pop("UPSTREAM_BASE_URL", None)
         (self.run / "supervisord.conf").write_text(supervisor_conf.render(self.t, upstream))
-        subprocess.run(
+        done = subprocess.run(
             [sys.executable, "-m", "supervisor.supervisord", "-c", str(self.run / "supervisord.conf")],
             env=env,
-            check=True,
+            capture_output=True,
+            text=True,
             timeout=30,
+            check=False,
         )
+        if done.returncode != 0:
+            raise CommandFailed(f"supervisord exited with {done.returncode}", done.stdout + done.stderr)
         wait_for(self.running, timeout=15, what="supervisord answers on its socket")
         self.wait_ready(timeout)
 
@@ -93,7 +99,7 @@ class LocalRuntime:
         def left() -> float:
             return max(0.5, deadline - time.monotonic())
 
-        checks = [
+        checks: list[tuple[str, Callable[[], bool]]] = [
             (f"Redis ({self.t.redis_topology}) is ready", self.t.redis_layout.ready),
             ("the stub answers /healthz", partial(answers, f"{self.t.stub_url}/healthz")),
         ]
@@ -121,7 +127,7 @@ class LocalRuntime:
             groups = {int(p["pid"]) for p in self.processes() if p["pid"]}
             self.rpc().shutdown()
         if supervisord:
-            wait_for(lambda: not _alive(supervisord), timeout=60, what=f"supervisord (pid {supervisord}) exits")
+            wait_for(lambda: not alive(supervisord), timeout=60, what=f"supervisord (pid {supervisord}) exits")
         for pgid in groups:
             # Children run in their own process groups (supervisord's setpgrp), e.g. gunicorn and its workers.
             try:
@@ -160,7 +166,7 @@ class LocalRuntime:
         pid = self.pid_of(name)
         if pid:
             os.kill(pid, signal.SIGKILL)
-            wait_for(lambda: not _alive(pid), timeout=10, what=f"redis-server (pid {pid}) is gone")
+            wait_for(lambda: not alive(pid), timeout=10, what=f"redis-server (pid {pid}) is gone")
         wait_for(lambda: self.rpc().getProcessInfo(name)["pid"] == 0, timeout=10, what=f"supervisord saw {name} exit")
         return name
 
@@ -173,29 +179,11 @@ class LocalRuntime:
 
     def replica_kill(self, index: int) -> str:
         """SIGKILL replica `index` (1-based) with its workers; supervisord starts it again."""
+        if not 1 <= index <= self.t.replicas:
+            raise StackStateError(f"no api replica {index} (there are {self.t.replicas})")
         name = self.t.replica_ids[index - 1]
         pid = self.pid_of(f"api:{name}")
         if not pid:
-            raise SystemExit(f"{name} is not running")
+            raise StackStateError(f"{name} is not running")
         os.killpg(pid, signal.SIGKILL)
         return f"{name} (pid {pid}, 127.0.0.1:{self.t.replica_ports[index - 1]}) killed; supervisord restarts it"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie still answers kill(0); it is dead for our purposes.
-    try:
-        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-
-
-def show_logs_and_fail(runtime: LocalRuntime, error: NotReady) -> None:
-    print(runtime.logs(30), file=sys.stderr)
-    print(runtime.ps(), file=sys.stderr)
-    raise SystemExit(f"not ready: {error}. The stack is left running for inspection: `make logs`, `make down`.")

@@ -17,8 +17,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-
-import redis
+from typing import Any
 
 KINDS = ("standalone", "sentinel", "cluster")
 MASTER = "mymaster"
@@ -26,14 +25,14 @@ NODE_TIMEOUT_MS = 2000
 SENTINEL_OFFSET = 20000
 
 
-def _client(port: int) -> redis.Redis:
-    return redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=0.5)
-
-
 def _ask(port: int, *command: str) -> object:
-    """One command to 127.0.0.1:`port`, or None when it does not answer."""
+    """One command to 127.0.0.1:`port`, or None when it does not answer. Only the local runtime asks (it runs
+    in the venv); the Docker path uses this module's names and ports alone, on the standard library."""
+    import redis
+
+    client: Any = redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=0.5)
     try:
-        with _client(port) as c:
+        with client as c:
             return c.execute_command(*command)
     except (redis.RedisError, OSError):
         return None

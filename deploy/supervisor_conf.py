@@ -8,6 +8,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from .errors import RuntimeUnavailable
 from .topology import ROOT, Topology
 
 GUNICORN_CONF = ROOT / "services" / "api" / "gunicorn.conf.py"
@@ -18,7 +19,7 @@ def binary(name: str) -> str:
     for candidate in (shutil.which(name), f"/usr/sbin/{name}", f"/usr/bin/{name}"):
         if candidate and Path(candidate).exists():
             return candidate
-    raise SystemExit(f"{name} is not installed: run `make system-deps` (Debian: apt-get install {name})")
+    raise RuntimeUnavailable(f"{name} is not installed: run `make system-deps` (Debian: apt-get install {name})")
 
 
 def _value(text: str) -> str:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,8 @@ class Topology:
     redis_port: int = 6379
     workers: int | None = None
     env_file: Path = ROOT / ".env"
+    # Docker: the Compose project (container, network and volume names). See compose_project().
+    project: str = "rag-cache"
     redis_topology: str = "standalone"  # REDIS_TOPOLOGY: standalone, sentinel or cluster (see redis_layout.py)
 
     @property
@@ -85,6 +89,7 @@ class Topology:
             "replicas": self.replicas,
             "scaled": self.scaled,
             "run_dir": str(self.run_dir),
+            **({"compose_project": self.project} if self.runtime == "docker" else {}),
         }
 
     def save(self) -> None:
@@ -104,6 +109,17 @@ class Topology:
 
     def forget(self) -> None:
         (self.run_dir / STATE_FILE).unlink(missing_ok=True)
+
+
+def compose_project(run_dir: Path, environ: Mapping[str, str]) -> str:
+    """The Compose project of a stack: COMPOSE_PROJECT_NAME when set; `rag-cache` (the Compose file's name) for
+    the default run dir; else one named after the run dir, so that stacks from two run dirs on one engine
+    (two checkouts, a test's own stack) never take over each other's containers, as local stacks never share."""
+    if environ.get("COMPOSE_PROJECT_NAME"):
+        return environ["COMPOSE_PROJECT_NAME"]
+    if run_dir.resolve() == (ROOT / ".run").resolve():
+        return "rag-cache"
+    return f"rag-cache-{hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:8]}"
 
 
 def default_ports() -> dict[str, int]:

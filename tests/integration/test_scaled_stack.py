@@ -1,4 +1,4 @@
-"""The local scaled stack (3 replicas behind nginx, one Redis, the stub) on free ports, driven by deploy/stack.py.
+"""The local scaled stack (3 replicas behind nginx, one Redis, the stub) on free ports, driven by deploy.stack.
 
 The tests run in file order against one stack: sharing first, then Redis killed and restarted, then a replica
 killed, and last `make down`, which must leave no process behind.
@@ -176,7 +176,7 @@ def test_up_fails_with_the_logs_when_a_replica_cannot_start(tmp_path: Path) -> N
     local = LocalStack(tmp_path / "broken", 1, env={"TENANT_API_KEYS": "not-a-pair"})
     try:
         started = time.monotonic()
-        done = local.cli("up", "--scaled", "--replicas", "1", "--timeout", "15", timeout=60)
+        done = local.run("up", "--scaled", "--replicas", "1", "--timeout", "15", timeout=60)
         local.pids()
         assert done.returncode != 0
         assert time.monotonic() - started < 45
