@@ -21,8 +21,8 @@ STACK = $(HOST_PY) -m deploy.stack --runtime $(RUNTIME) --redis-topology $(REDIS
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-system-deps: ## redis-server and nginx from the system's packages, when missing
-	@bash scripts/system-deps.sh redis-server nginx
+system-deps: ## redis-server, redis-sentinel and nginx from the system's packages, when missing
+	@bash scripts/system-deps.sh redis-server redis-sentinel nginx
 
 # Exact versions with hashes (requirements/dev.lock, see README "Dependencies"); the project itself without deps.
 $(VENV)/.installed: pyproject.toml requirements/dev.lock
