@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -38,23 +39,24 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def sentinel_topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelTopology]:
-    """A primary, a replica and three sentinels for the session; tests that fail it over start their own."""
-    topology = SentinelTopology(tmp_path_factory.mktemp("sentinel"))
+T = TypeVar("T", SentinelTopology, ClusterTopology)
+
+
+def _running(topology: T) -> Iterator[T]:
     try:
         topology.start()
         yield topology
     finally:
         topology.stop()
+
+
+@pytest.fixture(scope="session")
+def sentinel_topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelTopology]:
+    """A primary, a replica and three sentinels for the session; tests that fail it over start their own."""
+    yield from _running(SentinelTopology(tmp_path_factory.mktemp("sentinel")))
 
 
 @pytest.fixture(scope="session")
 def cluster_topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterTopology]:
     """Three primaries with a replica each for the session; tests that fail one over start their own."""
-    topology = ClusterTopology(tmp_path_factory.mktemp("cluster"))
-    try:
-        topology.start()
-        yield topology
-    finally:
-        topology.stop()
+    yield from _running(ClusterTopology(tmp_path_factory.mktemp("cluster")))

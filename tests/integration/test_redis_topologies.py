@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -14,15 +14,14 @@ from rag_api.cache import CacheManager, build_cache, tenant_key
 from rag_api.config import Settings
 from redis.crc import key_slot
 
+from tests.integration.conftest import StartWorkers
 from tests.support.redis_server import RedisServer
 from tests.support.redis_topologies import ClusterTopology, SentinelTopology
 from tests.support.wait import wait_until, wait_until_async
-from tests.support.workers import Worker
 
 pytestmark = pytest.mark.integration
 Topology = SentinelTopology | ClusterTopology
 MakeCache = Callable[..., CacheManager]
-StartWorkers = Callable[..., list[Worker]]
 FAST_PROBE = {"CACHE_BREAKER_PROBE_INTERVAL": "0.1"}
 
 
@@ -47,22 +46,6 @@ async def make_cache() -> AsyncIterator[MakeCache]:
     yield make
     for cache in made:
         await cache.aclose()
-
-
-@pytest.fixture
-def start_workers() -> Iterator[StartWorkers]:
-    started: list[Worker] = []
-
-    def start(env: dict[str, str], count: int = 3) -> list[Worker]:
-        workers = [Worker({**env, **FAST_PROBE}) for _ in range(count)]
-        started.extend(workers)
-        for worker in workers:
-            worker.wait_coherent()
-        return workers
-
-    yield start
-    for worker in started:
-        worker.close()
 
 
 def _school_keys(server: RedisServer, school: int) -> list[bytes]:

@@ -8,14 +8,13 @@
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
 import redis
 from rag_api.cache import RedisOptions
 
-from .redis_server import RedisServer, redis_server_binary
+from .redis_server import RedisServer, redis_server_binary, terminate
 from .wait import free_port, wait_until
 
 MASTER = "cache-primary"
@@ -59,13 +58,7 @@ class SentinelProcess:
         return int(addr[1]) if addr else None
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        terminate(self.proc)
         self.proc = None
 
 
