@@ -45,12 +45,8 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     at = local.options.index("--redis-port")
     local.options[at + 1] = str(_redis_port(set(local.ports.values()) | {local.ports["api"] + 1}))
     local.options += ["--redis-topology", request.param]
-    try:
-        local.up()
+    with local.running():
         yield local
-    finally:
-        survivors = local.destroy()
-        assert not survivors, f"processes outlived `down`: {survivors}"
 
 
 def test_redis_kill_fails_over_while_the_api_answers(stack: LocalStack) -> None:

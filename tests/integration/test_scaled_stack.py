@@ -31,12 +31,8 @@ REPLICAS = 3
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """One scaled stack for the module; torn down (and anything left SIGKILLed) at the end."""
     local = LocalStack(tmp_path_factory.mktemp("scaled"), REPLICAS, env={"STUB_LATENCY_MS": "20", "STUB_DIM": "32"})
-    try:
-        local.up()
+    with local.running():
         yield local
-    finally:
-        survivors = local.destroy()
-        assert not survivors, f"processes outlived `down`: {survivors}"
 
 
 @pytest.fixture(scope="module")

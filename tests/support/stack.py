@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,16 @@ class LocalStack(StackClient):
         info = super().up(replicas, scaled=scaled, workers=workers, timeout=timeout)
         self.pids()
         return info
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[LocalStack]:
+        """Up for the block, then destroyed; fails when a process outlived `down`."""
+        try:
+            self.up()
+            yield self
+        finally:
+            survivors = self.destroy()
+            assert not survivors, f"processes outlived `down`: {survivors}"
 
     def supervisord_pid(self) -> int | None:
         assert self.run_dir is not None, "LocalStack.on_free_ports() names the run dir"
