@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .errors import CommandFailed, NotReady, RuntimeUnavailable, StackError
 from .runtime import Runtime, resolve, runtime_for
-from .topology import ROOT, Topology, compose_project, default_ports
+from .topology import ROOT, Topology, compose_project, default_ports, redis_maxmemory
 
 COMMANDS = ("up", "down", "ps", "logs", "redis-stop", "redis-kill", "redis-start", "replica-kill", "info", "which")
 
@@ -64,6 +64,7 @@ def choose(args: argparse.Namespace) -> tuple[Topology, str]:
         workers=args.workers,
         env_file=args.env_file.resolve(),
         project=compose_project(args.run_dir, os.environ),
+        redis_maxmemory=redis_maxmemory(os.environ),
         **ports,
     )
     return topology, why

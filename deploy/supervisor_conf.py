@@ -90,7 +90,7 @@ def render(topology: Topology, upstream_base_url: str | None = None) -> str:
                 binary("redis-server"),
                 *("--port", str(topology.redis_port), "--bind", "127.0.0.1", "--dir", str(run / "redis")),
                 *("--appendonly", "yes", "--appendfsync", "everysec", "--save", ""),
-                *("--maxmemory", "512mb", "--maxmemory-policy", "allkeys-lru", "--daemonize", "no"),
+                *("--maxmemory", topology.redis_maxmemory, "--maxmemory-policy", "allkeys-lru", "--daemonize", "no"),
             ],
             logs / "redis.log",
             priority=10,

@@ -6,10 +6,13 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .errors import StackStateError
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE_FILE = "stack.json"
@@ -35,6 +38,8 @@ class Topology:
     env_file: Path = ROOT / ".env"
     # Docker: the Compose project (container, network and volume names). See compose_project().
     project: str = "rag-cache"
+    # Redis's maxmemory (REDIS_MAXMEMORY), in both runtimes: small values let a test fill it quickly.
+    redis_maxmemory: str = "512mb"
 
     @property
     def replica_ids(self) -> list[str]:
@@ -112,6 +117,14 @@ def compose_project(run_dir: Path, environ: Mapping[str, str]) -> str:
     if run_dir.resolve() == (ROOT / ".run").resolve():
         return "rag-cache"
     return f"rag-cache-{hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:8]}"
+
+
+def redis_maxmemory(environ: Mapping[str, str]) -> str:
+    """REDIS_MAXMEMORY as Redis reads it (bytes, or a number with kb/mb/gb), checked before anything starts."""
+    value = environ.get("REDIS_MAXMEMORY", "512mb").strip().lower()
+    if not re.fullmatch(r"\d+(kb|mb|gb|k|m|g|b)?", value):
+        raise StackStateError(f"REDIS_MAXMEMORY must be a number of bytes, optionally with kb, mb or gb: {value!r}")
+    return value
 
 
 def default_ports() -> dict[str, int]:
