@@ -8,13 +8,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import subprocess
-from collections.abc import Mapping
 
 from .errors import CommandFailed, RuntimeUnavailable, StackStateError
 from .readiness import answers, wait_all_behind_nginx, wait_for
-from .topology import ROOT, Topology
+from .topology import ROOT, Topology, ensure_redis_password
 
 # healthcheck.start_interval needs Engine >= 25; `!reset` and `env_file.required` need Compose >= 2.24.4.
 MIN_ENGINE = (25, 0)
@@ -51,24 +49,6 @@ def docker_unavailable() -> str | None:
     return None
 
 
-def redis_password(topology: Topology, environ: Mapping[str, str]) -> str:
-    """REDIS_PASSWORD from the shell or `.env`; else one made on the stack's first command and kept in its run
-    dir (mode 0600), so no stack ever runs on a password published in this repository."""
-    if environ.get("REDIS_PASSWORD"):
-        return environ["REDIS_PASSWORD"]
-    if topology.env_file.exists():
-        for line in topology.env_file.read_text().splitlines():
-            name, sep, value = line.strip().partition("=")
-            if sep and name.strip() == "REDIS_PASSWORD" and value.strip():
-                return value.strip().strip("'\"")
-    kept = topology.run_dir / "redis-password"
-    if not kept.exists():
-        topology.run_dir.mkdir(parents=True, exist_ok=True)
-        kept.touch(mode=0o600)
-        kept.write_text(secrets.token_urlsafe(24))
-    return kept.read_text().strip()
-
-
 class DockerRuntime:
     """The same commands as LocalRuntime, mapped onto Compose."""
 
@@ -84,7 +64,7 @@ class DockerRuntime:
             "API_PORT": str(self.t.api_port),
             "NGINX_PORT": str(self.t.nginx_port),
             "STUB_PORT": str(self.t.stub_port),
-            "REDIS_PASSWORD": redis_password(self.t, os.environ),
+            "REDIS_PASSWORD": ensure_redis_password(self.t, os.environ),
             "REDIS_MAXMEMORY": self.t.redis_maxmemory,
         }
         argv = ["docker", "compose", *files, *args]

@@ -21,7 +21,7 @@ from .apienv import api_env, without_settings
 from .errors import CommandFailed, NotReady, StackStateError
 from .procs import alive
 from .readiness import answers, redis_answers, tail, wait_all_behind_nginx, wait_for
-from .topology import Topology
+from .topology import Topology, ensure_redis_password
 
 
 class LocalRuntime:
@@ -85,6 +85,11 @@ class LocalRuntime:
     def _prepare(self) -> None:
         for sub in ("logs", "redis"):
             (self.run / sub).mkdir(parents=True, exist_ok=True)
+        password = ensure_redis_password(self.t, os.environ)
+        # In a file (0600), not on the command line, where `ps` would show it.
+        conf = self.run / "redis" / "redis.conf"
+        conf.touch(mode=0o600)
+        conf.write_text(f'requirepass "{password}"\n')
         # Metrics files of processes that no longer exist would be summed into the new ones.
         shutil.rmtree(self.run / "prom", ignore_errors=True)
         for name in self.t.replica_ids:
@@ -100,7 +105,7 @@ class LocalRuntime:
             return max(0.5, deadline - time.monotonic())
 
         checks = [
-            ("Redis answers PING", partial(redis_answers, self.t.redis_port)),
+            ("Redis answers PING", partial(redis_answers, self.t.redis_port, self.t.redis_password)),
             ("the stub answers /healthz", partial(answers, f"{self.t.stub_url}/healthz")),
         ]
         checks += [
@@ -166,7 +171,11 @@ class LocalRuntime:
     def redis_start(self, timeout: float = 30) -> None:
         if not self.pid_of("redis"):
             self.rpc().startProcess("redis", True)
-        wait_for(lambda: redis_answers(self.t.redis_port), timeout=timeout, what="Redis answers PING (AOF loaded)")
+        wait_for(
+            lambda: redis_answers(self.t.redis_port, self.t.redis_password),
+            timeout=timeout,
+            what="Redis answers PING (AOF loaded)",
+        )
 
     def replica_kill(self, index: int) -> str:
         """SIGKILL replica `index` (1-based) with its workers; supervisord starts it again."""

@@ -60,7 +60,7 @@ def replica_env(topology: Topology, index: int, upstream_base_url: str | None) -
     return {
         "INSTANCE_ID": name,
         "PROMETHEUS_MULTIPROC_DIR": str(topology.run_dir / "prom" / name),
-        "REDIS_URL": f"redis://127.0.0.1:{topology.redis_port}/0",
+        "REDIS_URL": topology.redis_url,
         "UPSTREAM_BASE_URL": upstream_base_url or f"{topology.stub_url}/v1",
     }
 
@@ -88,6 +88,7 @@ def render(topology: Topology, upstream_base_url: str | None = None) -> str:
             "redis",
             [
                 binary("redis-server"),
+                str(run / "redis" / "redis.conf"),  # requirepass (deploy/local.py writes it, mode 0600)
                 *("--port", str(topology.redis_port), "--bind", "127.0.0.1", "--dir", str(run / "redis")),
                 *("--appendonly", "yes", "--appendfsync", "everysec", "--save", ""),
                 *("--maxmemory", topology.redis_maxmemory, "--maxmemory-policy", "allkeys-lru", "--daemonize", "no"),
