@@ -275,7 +275,9 @@ def main() -> bool:
         zipf_cluster = _timed("Zipf workload, 3 replicas behind nginx", lambda: zipf(stack.url))
         figures["redis_memory"] = _timed(
             "Redis memory per entry",
-            lambda: clients.redis_memory(stack.url, stack.stub_url, stack.redis_port, embeddings=1000, chats=500),
+            lambda: clients.redis_memory(
+                stack.url, stack.stub_url, stack.info["redis_url"], embeddings=1000, chats=500
+            ),
         )
         figures["profile"] = _timed("profile of the hit path (py-spy)", lambda: hit_path_profile(stack))
     with bench_stack(replicas=1, scaled=False) as single:

@@ -12,7 +12,7 @@ import subprocess
 
 from .errors import CommandFailed, RuntimeUnavailable, StackStateError
 from .readiness import answers, wait_all_behind_nginx, wait_for
-from .topology import ROOT, Topology
+from .topology import ROOT, Topology, ensure_redis_password
 
 # healthcheck.start_interval needs Engine >= 25; `!reset` and `env_file.required` need Compose >= 2.24.4.
 MIN_ENGINE = (25, 0)
@@ -67,6 +67,8 @@ class DockerRuntime:
             "API_PORT": str(self.t.api_port),
             "NGINX_PORT": str(self.t.nginx_port),
             "STUB_PORT": str(self.t.stub_port),
+            "REDIS_PASSWORD": ensure_redis_password(self.t, os.environ),
+            "REDIS_MAXMEMORY": self.t.redis_maxmemory,
         }
         argv = ["docker", "compose", *files, *args]
         try:

@@ -21,7 +21,7 @@ from .apienv import api_env, without_settings
 from .errors import CommandFailed, NotReady, StackStateError
 from .procs import alive
 from .readiness import answers, tail, wait_all_behind_nginx, wait_for
-from .topology import Topology
+from .topology import Topology, ensure_redis_password
 
 
 class LocalRuntime:
@@ -84,6 +84,8 @@ class LocalRuntime:
 
     def _prepare(self) -> None:
         (self.run / "logs").mkdir(parents=True, exist_ok=True)
+        ensure_redis_password(self.t, os.environ)
+        # The password goes in files (0600), not on command lines, where `ps` would show it.
         self.t.redis_layout.prepare()
         # Metrics files of processes that no longer exist would be summed into the new ones.
         shutil.rmtree(self.run / "prom", ignore_errors=True)

@@ -52,12 +52,12 @@ def answers(url: str) -> bool:
     return http_get(url)[0] == 200
 
 
-def redis_answers(port: int) -> bool:
+def redis_answers(port: int, password: str = "") -> bool:
     """PONG from the Redis on 127.0.0.1:`port` (a LOADING or refused connection is not ready)."""
     import redis  # the local runtime's dependency; the Docker path runs on the standard library alone
 
     try:
-        with redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=1) as client:
+        with redis.Redis(port=port, password=password or None, socket_timeout=1, socket_connect_timeout=1) as client:
             return bool(client.ping())
     except redis.RedisError:
         return False

@@ -13,9 +13,10 @@ Ports follow the stack's Redis port P (`STACK_REDIS_PORT`, 6379):
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,12 @@ NODE_TIMEOUT_MS = 2000
 SENTINEL_OFFSET = 20000
 
 
-def _ask(port: int, *command: str) -> object:
+def _ask(port: int, password: str, *command: str) -> object:
     """One command to 127.0.0.1:`port`, or None when it does not answer. Only the local runtime asks (it runs
     in the venv); the Docker path uses this module's names and ports alone, on the standard library."""
     import redis
 
-    client: Any = redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=0.5)
+    client: Any = redis.Redis(port=port, password=password or None, socket_timeout=1, socket_connect_timeout=0.5)
     try:
         with client as c:
             return c.execute_command(*command)
@@ -47,6 +48,7 @@ class RedisLayout:
     kind: str
     port: int
     run_dir: Path
+    password: str = field(default="", repr=False)  # the stack's (deploy.topology.ensure_redis_password)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -73,6 +75,11 @@ class RedisLayout:
     def node_dir(self, name: str) -> Path:
         return self.run_dir / ("redis" if name == "redis" else name)
 
+    @property
+    def auth_conf(self) -> Path:
+        """The nodes' shared config file (requirepass, masterauth): mode 0600, never on a command line."""
+        return self.run_dir / "redis" / "redis.conf"
+
     def node_args(self, name: str) -> list[str]:
         """What a node adds to the standalone redis-server arguments."""
         if self.kind == "sentinel" and name == "redis-replica":
@@ -90,28 +97,35 @@ class RedisLayout:
         return [binary, str(self.node_dir(name) / "sentinel.conf")]
 
     def api_env(self) -> dict[str, str]:
-        """The settings every API replica gets for this topology."""
+        """The settings every API replica gets for this topology (standalone: its REDIS_URL carries the password)."""
+        auth = {"REDIS_PASSWORD": self.password} if self.password else {}
         if self.kind == "sentinel":
             return {
                 "REDIS_MODE": "sentinel",
                 "REDIS_SENTINELS": ",".join(f"127.0.0.1:{p}" for p in self.sentinels.values()),
                 "REDIS_SENTINEL_MASTER": MASTER,
+                **auth,
             }
         if self.kind == "cluster":
             nodes = ",".join(f"127.0.0.1:{p}" for p in self.nodes.values())
-            return {"REDIS_MODE": "cluster", "REDIS_CLUSTER_NODES": nodes}
-        return {"REDIS_MODE": "standalone", "REDIS_URL": f"redis://127.0.0.1:{self.port}/0"}
+            return {"REDIS_MODE": "cluster", "REDIS_CLUSTER_NODES": nodes, **auth}
+        return {"REDIS_MODE": "standalone"}
 
     def prepare(self) -> None:
-        """Directories for every node; a fresh config file for each sentinel (it rewrites its own)."""
+        """Directories for every node; the nodes' password file; a fresh config file for each sentinel (it
+        rewrites its own), all mode 0600: they hold the password."""
         for name in (*self.nodes, *self.sentinels):
             self.node_dir(name).mkdir(parents=True, exist_ok=True)
+        auth = f'requirepass "{self.password}"\nmasterauth "{self.password}"\n' if self.password else ""
+        _private(self.auth_conf, auth)
         for name, port in self.sentinels.items():
-            (self.node_dir(name) / "sentinel.conf").write_text(
+            _private(
+                self.node_dir(name) / "sentinel.conf",
                 f"port {port}\nbind 127.0.0.1\ndir {self.node_dir(name)}\n"
                 f"sentinel monitor {MASTER} 127.0.0.1 {self.port} 2\n"
-                f"sentinel down-after-milliseconds {MASTER} {NODE_TIMEOUT_MS}\n"
-                f"sentinel failover-timeout {MASTER} 10000\n"
+                + (f'sentinel auth-pass {MASTER} "{self.password}"\n' if self.password else "")
+                + f"sentinel down-after-milliseconds {MASTER} {NODE_TIMEOUT_MS}\n"
+                f"sentinel failover-timeout {MASTER} 10000\n",
             )
 
     # ----- at run time ----------------------------------------------------------------------------------
@@ -120,31 +134,37 @@ class RedisLayout:
         cluster `ok` on every node, each replica in sync."""
         if self.kind == "cluster":
             self.create_cluster()
-            if not all(b"cluster_state:ok" in _as_bytes(_ask(port, "CLUSTER", "INFO")) for port in self.nodes.values()):
+            if not all(
+                b"cluster_state:ok" in _as_bytes(_ask(port, self.password, "CLUSTER", "INFO"))
+                for port in self.nodes.values()
+            ):
                 return False
             # Each replica in sync: one that never finished its first sync refuses to take over its primary.
-            roles = [_as_bytes(_ask(port, "INFO", "replication")) for port in self.nodes.values()]
+            roles = [_as_bytes(_ask(port, self.password, "INFO", "replication")) for port in self.nodes.values()]
             replicas = [role for role in roles if b"role:slave" in role]
             return len(replicas) == len(roles) // 2 and all(b"master_link_status:up" in role for role in replicas)
         if self.kind == "sentinel":
             # Each sentinel must know the replica too: one that learns of it only from a primary already dead
             # has no replica to promote.
             ready = all(
-                _ok(_ask(p, "SENTINEL", "CKQUORUM", MASTER)) and _ask(p, "SENTINEL", "REPLICAS", MASTER)
+                _ok(_ask(p, "", "SENTINEL", "CKQUORUM", MASTER)) and _ask(p, "", "SENTINEL", "REPLICAS", MASTER)
                 for p in self.sentinels.values()
             )
-            return ready and b"master_link_status:up" in _as_bytes(_ask(self.port + 1, "INFO", "replication"))
-        return _ask(self.port, "PING") in (True, b"PONG", "PONG")
+            return ready and b"master_link_status:up" in _as_bytes(
+                _ask(self.port + 1, self.password, "INFO", "replication")
+            )
+        return _ask(self.port, self.password, "PING") in (True, b"PONG", "PONG")
 
     def create_cluster(self) -> None:
         """`redis-cli --cluster create` once every node answers, unless the nodes already form a cluster."""
-        infos = [_as_bytes(_ask(port, "CLUSTER", "INFO")) for port in self.nodes.values()]
+        infos = [_as_bytes(_ask(port, self.password, "CLUSTER", "INFO")) for port in self.nodes.values()]
         if not all(infos) or any(b"cluster_known_nodes:1\r" not in info for info in infos):
             return  # a node is not up yet, or the cluster exists already
         cli = shutil.which("redis-cli") or "/usr/bin/redis-cli"
         addresses = [f"127.0.0.1:{port}" for port in self.nodes.values()]
         subprocess.run(
             [cli, "--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes"],
+            env={**os.environ, "REDISCLI_AUTH": self.password},  # not `-a`: `ps` would show it
             check=True,
             capture_output=True,
             timeout=60,
@@ -155,15 +175,21 @@ class RedisLayout:
         primary, else the first node that is)."""
         if self.kind == "sentinel":
             for port in self.sentinels.values():
-                address = _ask(port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER)
+                address = _ask(port, "", "SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER)
                 if isinstance(address, list | tuple) and address:
                     by_port = {p: name for name, p in self.nodes.items()}
                     return by_port[int(_text(address[1]))]
         if self.kind == "cluster":
             for name, port in self.nodes.items():
-                if b"role:master" in _as_bytes(_ask(port, "INFO", "replication")):
+                if b"role:master" in _as_bytes(_ask(port, self.password, "INFO", "replication")):
                     return name
         return "redis"
+
+
+def _private(path: Path, text: str) -> None:
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(text)
 
 
 def _ok(value: object) -> bool:

@@ -20,7 +20,7 @@ from pathlib import Path
 from .errors import CommandFailed, NotReady, RuntimeUnavailable, StackError
 from .redis_layout import KINDS
 from .runtime import Runtime, resolve, runtime_for
-from .topology import ROOT, Topology, compose_project, default_ports
+from .topology import ROOT, Topology, compose_project, default_ports, redis_maxmemory
 
 COMMANDS = ("up", "down", "ps", "logs", "redis-stop", "redis-kill", "redis-start", "replica-kill", "info", "which")
 
@@ -72,6 +72,7 @@ def choose(args: argparse.Namespace) -> tuple[Topology, str]:
         env_file=args.env_file.resolve(),
         redis_topology=args.redis_topology,
         project=compose_project(args.run_dir, os.environ),
+        redis_maxmemory=redis_maxmemory(os.environ),
         **ports,
     )
     return topology, why

@@ -60,6 +60,7 @@ def replica_env(topology: Topology, index: int, upstream_base_url: str | None) -
     return {
         "INSTANCE_ID": name,
         "PROMETHEUS_MULTIPROC_DIR": str(topology.run_dir / "prom" / name),
+        "REDIS_URL": topology.redis_url,
         **topology.redis_layout.api_env(),
         "UPSTREAM_BASE_URL": upstream_base_url or f"{topology.stub_url}/v1",
     }
@@ -74,9 +75,10 @@ def _redis_programs(topology: Topology, logs: Path) -> list[str]:
             name,
             [
                 binary("redis-server"),
+                str(layout.auth_conf),  # requirepass, masterauth (written mode 0600 by redis_layout.prepare)
                 *("--port", str(port), "--bind", "127.0.0.1", "--dir", str(layout.node_dir(name))),
                 *("--appendonly", "yes", "--appendfsync", "everysec", "--save", ""),
-                *("--maxmemory", "512mb", "--maxmemory-policy", "allkeys-lru", "--daemonize", "no"),
+                *("--maxmemory", topology.redis_maxmemory, "--maxmemory-policy", "allkeys-lru", "--daemonize", "no"),
                 *layout.node_args(name),
             ],
             logs / f"{name}.log",

@@ -70,7 +70,7 @@ def test_info_describes_the_scaled_stack(stack: LocalStack, info: dict[str, Any]
     assert info["runtime"] == "local"
     assert info["api_url"] == info["nginx_url"] == f"http://127.0.0.1:{stack.ports['nginx']}"
     assert info["replica_urls"] == [f"http://127.0.0.1:{stack.ports['api'] + i}" for i in range(REPLICAS)]
-    assert info["redis_url"] == f"redis://127.0.0.1:{stack.ports['redis']}/0"
+    assert info["redis_url"].endswith(f"@127.0.0.1:{stack.ports['redis']}/0")  # with the generated password
 
 
 def test_requests_through_nginx_reach_every_replica(client: httpx.Client, info: dict[str, Any]) -> None:

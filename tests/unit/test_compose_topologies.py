@@ -42,7 +42,7 @@ def test_the_api_waits_for_a_ready_topology(topology: str) -> None:
         assert "ports" not in services[name], name
     env = services["api"]["environment"]
     assert env["REDIS_MODE"] == topology
-    assert env["REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:-")
+    assert env["REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:?")
 
 
 def test_sentinel_has_a_replica_and_three_sentinels_with_quorum_2() -> None:

@@ -10,24 +10,30 @@ from deploy.redis_layout import RedisLayout
 
 
 def test_standalone_is_one_redis_on_the_stack_port(tmp_path: Path) -> None:
-    """Standalone: the `redis` program on STACK_REDIS_PORT, and REDIS_URL pointing at it."""
-    layout = RedisLayout("standalone", 6379, tmp_path)
+    """Standalone: the `redis` program on STACK_REDIS_PORT (the stack's REDIS_URL carries its password)."""
+    layout = RedisLayout("standalone", 6379, tmp_path, "pw")
     assert layout.nodes == {"redis": 6379}
     assert layout.sentinels == {}
-    assert layout.api_env() == {"REDIS_MODE": "standalone", "REDIS_URL": "redis://127.0.0.1:6379/0"}
+    assert layout.api_env() == {"REDIS_MODE": "standalone"}
 
 
 def test_sentinel_adds_a_replica_and_three_sentinels(tmp_path: Path) -> None:
     """Sentinel: a replica of `redis` on P+1, sentinels on 26379.. for P=6379, each with its own config file."""
-    layout = RedisLayout("sentinel", 6379, tmp_path)
+    layout = RedisLayout("sentinel", 6379, tmp_path, "s3cret")
     assert layout.nodes == {"redis": 6379, "redis-replica": 6380}
     assert list(layout.sentinels.values()) == [26379, 26380, 26381]
     assert layout.node_args("redis-replica") == ["--replicaof", "127.0.0.1", "6379"]
     assert layout.api_env()["REDIS_SENTINELS"] == "127.0.0.1:26379,127.0.0.1:26380,127.0.0.1:26381"
+    assert layout.api_env()["REDIS_PASSWORD"] == "s3cret"
+    assert "s3cret" not in repr(layout)
     layout.prepare()
-    conf = (tmp_path / "sentinel-2" / "sentinel.conf").read_text()
-    assert "port 26380" in conf
-    assert "sentinel monitor mymaster 127.0.0.1 6379 2" in conf
+    conf = tmp_path / "sentinel-2" / "sentinel.conf"
+    assert "port 26380" in conf.read_text()
+    assert "sentinel monitor mymaster 127.0.0.1 6379 2" in conf.read_text()
+    assert 'sentinel auth-pass mymaster "s3cret"' in conf.read_text()
+    assert 'masterauth "s3cret"' in layout.auth_conf.read_text()
+    assert conf.stat().st_mode & 0o777 == 0o600
+    assert layout.auth_conf.stat().st_mode & 0o777 == 0o600
 
 
 def test_cluster_is_six_nodes_with_their_own_config_files(tmp_path: Path) -> None:

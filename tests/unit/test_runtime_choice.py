@@ -107,3 +107,18 @@ def test_each_run_dir_is_a_compose_project_of_its_own(tmp_path: Path) -> None:
     assert own == compose_project(tmp_path / "run", {})
     assert own != compose_project(tmp_path / "other", {})
     assert compose_project(tmp_path / "run", {"COMPOSE_PROJECT_NAME": "mine"}) == "mine"
+
+
+def test_a_docker_stack_never_runs_on_a_published_redis_password(tmp_path: Path) -> None:
+    """REDIS_PASSWORD from the shell, else from .env, else one generated into the run dir (0600) and kept."""
+    from deploy.topology import Topology, ensure_redis_password
+
+    stack = Topology(runtime="local", run_dir=tmp_path / "run", env_file=tmp_path / ".env")
+    made = ensure_redis_password(stack, {})
+    assert len(made) >= 24
+    assert ensure_redis_password(stack, {}) == made == stack.redis_password
+    assert (stack.run_dir / "redis-password").stat().st_mode & 0o777 == 0o600
+    assert stack.redis_url.startswith("redis://:")
+    (tmp_path / ".env").write_text("OTHER=1\nREDIS_PASSWORD='from-env-file'\n")
+    assert ensure_redis_password(stack, {}) == "from-env-file"
+    assert ensure_redis_password(stack, {"REDIS_PASSWORD": "from-shell"}) == "from-shell"
