@@ -140,9 +140,7 @@ class RedisLayout:
             ):
                 return False
             # Each replica in sync: one that never finished its first sync refuses to take over its primary.
-            roles = [_as_bytes(_ask(port, self.password, "INFO", "replication")) for port in self.nodes.values()]
-            replicas = [role for role in roles if b"role:slave" in role]
-            return len(replicas) == len(roles) // 2 and all(b"master_link_status:up" in role for role in replicas)
+            return self._replicas_in_sync(len(self.nodes) // 2)
         if self.kind == "sentinel":
             # Each sentinel must know the replica too: one that learns of it only from a primary already dead
             # has no replica to promote.
@@ -150,10 +148,15 @@ class RedisLayout:
                 _ok(_ask(p, "", "SENTINEL", "CKQUORUM", MASTER)) and _ask(p, "", "SENTINEL", "REPLICAS", MASTER)
                 for p in self.sentinels.values()
             )
-            return ready and b"master_link_status:up" in _as_bytes(
-                _ask(self.port + 1, self.password, "INFO", "replication")
-            )
+            # The replica in sync, whichever node it is now (after a failover the old primary comes back as it).
+            return ready and self._replicas_in_sync(len(self.nodes) - 1)
         return _ask(self.port, self.password, "PING") in (True, b"PONG", "PONG")
+
+    def _replicas_in_sync(self, expected: int) -> bool:
+        """`expected` nodes are replicas now, each with its link to its primary up."""
+        roles = [_as_bytes(_ask(port, self.password, "INFO", "replication")) for port in self.nodes.values()]
+        replicas = [role for role in roles if b"role:slave" in role]
+        return len(replicas) == expected and all(b"master_link_status:up" in role for role in replicas)
 
     def create_cluster(self) -> None:
         """`redis-cli --cluster create` once every node answers, unless the nodes already form a cluster."""
