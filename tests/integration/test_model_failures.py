@@ -50,12 +50,8 @@ HEALTHY = {"fail_status": 0, "latency_ms": 20}
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    local = LocalStack(tmp_path_factory.mktemp("model-failures"), 3, env=ENV)
-    try:
-        local.up()
+    with LocalStack(tmp_path_factory.mktemp("model-failures"), 3, env=ENV).running() as local:
         yield local
-    finally:
-        local.destroy()
 
 
 @pytest.fixture(scope="module")

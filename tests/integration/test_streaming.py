@@ -31,12 +31,8 @@ ENV = {"STUB_LATENCY_MS": "50", "STUB_DIM": "8", "REQUEST_TIMEOUT": "20", "CACHE
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    local = LocalStack(tmp_path_factory.mktemp("streaming"), 3, env=ENV)
-    try:
-        local.up()
+    with LocalStack(tmp_path_factory.mktemp("streaming"), 3, env=ENV).running() as local:
         yield local
-    finally:
-        local.destroy()
 
 
 @pytest.fixture(scope="module")
