@@ -81,6 +81,16 @@ class Settings(BaseSettings):
     max_batch_size: PositiveInt = 256
     max_input_chars: PositiveInt = 32_000
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Observability (rag_api.access_log, rag_api.monitoring): one access line per request, in JSON or text.
+    log_format: Literal["json", "text"] = "json"
+    access_log: bool = True
+    metrics_interval: PositiveFloat = 2.0  # how often each worker exports its cache and Redis figures
+    metrics_max_schools: Annotated[int, Field(ge=0)] = 100  # schools with their own metric label; others "other"
+    # `model:usd_per_million_tokens,...`: prices what the model served and what the cache saved.
+    model_prices: Annotated[dict[str, float], NoDecode] = Field(default_factory=dict)
+    # On start, each worker fills its memory tier from Redis with the most recently used entries.
+    cache_prewarm_seconds: Annotated[float, Field(ge=0, le=60)] = 2.0  # 0: off
+    cache_prewarm_max_bytes: PositiveInt = 64 * 1024 * 1024
 
     @field_validator("tenant_api_keys", mode="before")
     @classmethod
@@ -96,6 +106,24 @@ class Settings(BaseSettings):
                 raise ValueError(f"TENANT_API_KEYS entry {number} is not 'key:positive_school_id'")
             keys[key] = int(school)
         return keys
+
+    @field_validator("model_prices", mode="before")
+    @classmethod
+    def _parse_prices(cls, raw: object) -> object:
+        """Parse `model:price,model:price` (US dollars per million tokens)."""
+        if not isinstance(raw, str):
+            return raw
+        prices: dict[str, float] = {}
+        for number, pair in enumerate(filter(None, (p.strip() for p in raw.split(","))), start=1):
+            model, sep, price = pair.rpartition(":")
+            try:
+                value = float(price)
+            except ValueError:
+                value = -1.0
+            if not sep or not model or not value >= 0:
+                raise ValueError(f"MODEL_PRICES entry {number} is not 'model:usd_per_million_tokens'")
+            prices[model] = value
+        return prices
 
     @model_validator(mode="after")
     def _check_keys(self) -> Settings:

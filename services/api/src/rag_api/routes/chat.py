@@ -99,19 +99,31 @@ async def create_chat_completion(
             include_usage=include_usage, use_cache=normal, store=mode is CacheMode.NO_CACHE or normal,
         )  # fmt: skip
 
+    prices = services.prices
     if mode is not CacheMode.NORMAL:
         answer = await upstream.chat(request)
+        prices.count(body.model, "upstream", _usage(answer))
         if mode is CacheMode.NO_CACHE:
             await cache.set(key, answer, ttl=ttl, school_id=school_id)
         headers = dict(BYPASS_HEADERS)
     else:
 
         async def compute() -> dict[str, Any]:
-            return await upstream.chat(request)
+            computed = await upstream.chat(request)
+            prices.count(body.model, "upstream", _usage(computed))
+            return computed
 
         found = await cache.resolve(key, compute, ttl=ttl, school_id=school_id, failures=UPSTREAM_FAILURES)
         answer = found.value
+        if found.hit:
+            prices.count(body.model, "cache", _usage(answer))
         headers = cache_headers([found])
         del headers["X-Cache-Hits"]
     CACHE_RESULTS.labels("chat", headers["X-Cache"]).inc()
     return Response(orjson.dumps(answer), media_type="application/json", headers=headers)
+
+
+def _usage(answer: dict[str, Any]) -> int:
+    usage = answer.get("usage")
+    tokens = usage.get("total_tokens") if isinstance(usage, dict) else None
+    return tokens if isinstance(tokens, int) else 0

@@ -139,6 +139,7 @@ async def create_embeddings(request: Request) -> Response:
     vectors: list[Any]
     if mode is not CacheMode.NORMAL:
         vectors = [_vector(v) for v in await upstream.embed(model, items, dimensions=dims, user=body.user)]
+        services.prices.count(model, "upstream", _tokens(items))
         if mode is CacheMode.NO_CACHE:
             keys = [embedding_key(model, dims, it) for it in items]
             await cache.set_many(dict(zip(keys, vectors, strict=True)), ttl=ttl, school_id=school_id)
@@ -149,7 +150,9 @@ async def create_embeddings(request: Request) -> Response:
         keys = [embedding_key(model, dims, it) for it in items] if len(by_key) != len(items) else list(by_key)
 
         async def compute_many(missing: list[str]) -> list[array[float]]:
-            packed = await upstream.embed(model, [by_key[k] for k in missing], dimensions=dims, user=body.user)
+            asked = [by_key[k] for k in missing]
+            packed = await upstream.embed(model, asked, dimensions=dims, user=body.user)
+            services.prices.count(model, "upstream", _tokens(asked))
             return [_vector(v) for v in packed]
 
         lookups: list[Lookup] = await cache.resolve_many(
@@ -160,6 +163,8 @@ async def create_embeddings(request: Request) -> Response:
         hits = sum(1 for lk in lookups if lk.hit)
         if hits:
             child(EMBEDDING_ITEMS, "hit").inc(hits)
+            saved = items if hits == len(items) else [it for it, lk in zip(items, lookups, strict=True) if lk.hit]
+            services.prices.count(model, "cache", _tokens(saved))
         if hits < len(lookups):
             child(EMBEDDING_ITEMS, "miss").inc(len(lookups) - hits)
     child(CACHE_RESULTS, "embeddings", headers["X-Cache"]).inc()
