@@ -97,20 +97,23 @@ class CacheExporter:
                 log.exception("exporting cache metrics failed")
             await asyncio.sleep(self.interval)
 
+    def _add(self, cache: str, event: str, value: int) -> None:
+        # Every series exists from the first export (at 0), so a rate of something that never happened is 0,
+        # not "no data".
+        key = (cache, event)
+        seen = self._seen.get(key)
+        grown = value - (seen or 0)
+        if seen is None or grown > 0:
+            child(CACHE_EVENTS, cache, event).inc(max(grown, 0))
+        self._seen[key] = value
+
     async def export(self) -> None:
         for cache in self.caches:
             for event, value in asdict(cache.counters).items():
-                key = (cache.name, event)
-                grown = value - self._seen.get(key, 0)
-                if grown > 0:
-                    child(CACHE_EVENTS, cache.name, event).inc(grown)
-                self._seen[key] = value
+                self._add(cache.name, event, value)
             memory = cache.memory
-            for event, value in (("memory_evictions", memory.evictions), ("memory_expirations", memory.expirations)):
-                key = (cache.name, event)
-                if (grown := value - self._seen.get(key, 0)) > 0:
-                    child(CACHE_EVENTS, cache.name, event).inc(grown)
-                self._seen[key] = value
+            self._add(cache.name, "memory_evictions", memory.evictions)
+            self._add(cache.name, "memory_expirations", memory.expirations)
             CACHE_MEMORY.labels(cache.name, "entries").set(len(memory))
             CACHE_MEMORY.labels(cache.name, "bytes").set(memory.bytes_used)
             CACHE_BREAKER.labels(cache.name).set(0 if cache.breaker.closed else 1)
