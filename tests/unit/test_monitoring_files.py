@@ -83,3 +83,19 @@ def test_prometheus_configs_are_valid(tmp_path: Path) -> None:
         path.write_text(prometheus_conf.render(config))
         result = promtool("check", "config", str(path))
         assert result.returncode == 0, f"{name}: {result.stdout}{result.stderr}"
+
+
+def test_compose_monitoring_profile_mounts_what_the_configs_name() -> None:
+    """The Compose services mount the files where the Prometheus config and Grafana provider expect them, and
+    Grafana's admin password comes from a secret file, never from the repository."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    prometheus, grafana = compose["services"]["prometheus"], compose["services"]["grafana"]
+    assert "./monitoring/prometheus:/etc/prometheus/rag:ro" in prometheus["volumes"]
+    assert "--config.file=/etc/prometheus/rag/prometheus.docker.yml" in prometheus["command"]
+    assert prometheus_conf.DOCKER_RULES.startswith("/etc/prometheus/rag/")
+    assert "./monitoring/grafana/dashboards:/var/lib/grafana/dashboards:ro" in grafana["volumes"]
+    assert "./monitoring/grafana/provisioning:/etc/grafana/provisioning:ro" in grafana["volumes"]
+    env = grafana["environment"]
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in env
+    assert env["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana_admin_password"
+    assert compose["secrets"]["grafana_admin_password"]["file"].endswith(":-./.run/grafana-admin-password}")
