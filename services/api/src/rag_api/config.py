@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     cache_tenant_max_share: Annotated[float, Field(gt=0, le=1)] = 0.5
     cache_tenant_write_rate: Annotated[float, Field(ge=0)] = 200.0
     cache_tenant_write_burst: Annotated[float, Field(ge=0)] = 2000.0
+    # A streamed answer may take longer than REQUEST_TIMEOUT once it flows (which bounds its first chunk).
+    cache_stream_max_seconds: PositiveFloat = 600.0
 
     # Tenants and auth.
     tenant_api_keys: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)

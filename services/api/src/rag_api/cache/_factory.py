@@ -35,6 +35,7 @@ def build_cache(name: str, settings: Settings, *, default_ttl: float | None = No
         failure_ttl=settings.cache_failure_ttl,
         tenant_write_rate=settings.cache_tenant_write_rate,
         tenant_write_burst=settings.cache_tenant_write_burst,
+        stream_max_seconds=settings.cache_stream_max_seconds,
     )
     if not settings.redis_enabled:
         return CacheManager(name, memory=memory, policy=policy)

@@ -57,24 +57,30 @@ class Notice:
             return None
 
 
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    """What a listener reports to its manager: a subscription made, a peer's notice, the subscription lost."""
+
+    sender: str
+    on_notice: Callable[[Notice], None]
+    on_subscribed: Callable[[], None]
+    on_lost: Callable[[], None]
+
+    def handle(self, message: dict[str, Any]) -> None:
+        if message["type"] == "subscribe":
+            self.on_subscribed()
+        elif message["type"] == "message":
+            notice = Notice.decode(message["data"])
+            if notice is not None and notice.sender != self.sender:  # our own writes are already applied
+                self.on_notice(notice)
+
+
 class InvalidationListener:
     """Keeps one subscription to the channel alive, reconnecting every `reconnect_interval` while Redis is away."""
 
-    def __init__(
-        self,
-        tier: RedisTier,
-        *,
-        sender: str,
-        on_notice: Callable[[Notice], None],
-        on_subscribed: Callable[[], None],
-        on_lost: Callable[[], None],
-        reconnect_interval: float,
-    ) -> None:
+    def __init__(self, tier: RedisTier, subscriber: Subscriber, *, reconnect_interval: float) -> None:
         self._tier = tier
-        self._sender = sender
-        self._on_notice = on_notice
-        self._on_subscribed = on_subscribed
-        self._on_lost = on_lost
+        self._subscriber = subscriber
         self._interval = reconnect_interval
 
     async def run(self) -> None:
@@ -84,7 +90,7 @@ class InvalidationListener:
             except CacheBackendError as exc:
                 log.debug("invalidation subscription lost: %s", exc)
             finally:
-                self._on_lost()
+                self._subscriber.on_lost()
             await asyncio.sleep(self._interval)
 
     async def _listen_once(self) -> None:
@@ -99,14 +105,8 @@ class InvalidationListener:
                     # redis-py's read timeout can swallow a cancellation that lands while it waits; honour it.
                     if task is not None and task.cancelling():
                         raise asyncio.CancelledError
-                    if message is None:
-                        continue
-                    if message["type"] == "subscribe":
-                        self._on_subscribed()
-                    elif message["type"] == "message":
-                        notice = Notice.decode(message["data"])
-                        if notice is not None and notice.sender != self._sender:
-                            self._on_notice(notice)
+                    if message is not None:
+                        self._subscriber.handle(message)
         finally:
             try:
                 with translate_errors():
@@ -120,23 +120,9 @@ class ThreadedInvalidationListener:
     """The sync twin of InvalidationListener, for processes that never run an event loop: a daemon thread
     keeps the subscription, so `get_sync` may serve from memory with no Redis call."""
 
-    def __init__(
-        self,
-        tier: SyncRedisTier,
-        *,
-        channel: str,
-        sender: str,
-        on_notice: Callable[[Notice], None],
-        on_subscribed: Callable[[], None],
-        on_lost: Callable[[], None],
-        reconnect_interval: float,
-    ) -> None:
+    def __init__(self, tier: SyncRedisTier, subscriber: Subscriber, *, reconnect_interval: float) -> None:
         self._tier = tier
-        self._channel = channel
-        self._sender = sender
-        self._on_notice = on_notice
-        self._on_subscribed = on_subscribed
-        self._on_lost = on_lost
+        self._subscriber = subscriber
         self._interval = reconnect_interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cache-invalidations-sync", daemon=True)
@@ -156,7 +142,7 @@ class ThreadedInvalidationListener:
             except CacheBackendError as exc:
                 log.debug("sync invalidation subscription lost: %s", exc)
             finally:
-                self._on_lost()
+                self._subscriber.on_lost()
             self._stop.wait(self._interval)
 
     def _listen_once(self) -> None:
@@ -164,17 +150,11 @@ class ThreadedInvalidationListener:
         pubsub: Any = client.pubsub()  # type: ignore[no-untyped-call]
         try:
             with translate_errors():
-                pubsub.subscribe(self._channel)
+                pubsub.subscribe(self._tier.channel)
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=0.5)
-                    if message is None:
-                        continue
-                    if message["type"] == "subscribe":
-                        self._on_subscribed()
-                    elif message["type"] == "message":
-                        notice = Notice.decode(message["data"])
-                        if notice is not None and notice.sender != self._sender:
-                            self._on_notice(notice)
+                    if message is not None:
+                        self._subscriber.handle(message)
         finally:
             try:
                 with translate_errors():

@@ -48,6 +48,7 @@ class CachePolicy:
     tenant_write_rate: float = 0.0  # Redis writes per second per school and process; 0 = unlimited
     tenant_write_burst: float = 0.0
     stream_poll_interval: float = 0.01  # how often a replica polls another replica's shared stream
+    stream_max_seconds: float = 600.0  # how long a flowing stream may last in all
 
 
 @dataclass(slots=True)

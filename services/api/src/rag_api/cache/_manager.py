@@ -25,12 +25,13 @@ from ._breaker import CircuitBreaker
 from ._coherence import CoherentMemory, Stale
 from ._errors import CacheBackendError, CacheUnavailableError, InvalidKeyError
 from ._guard import RedisGuard
-from ._invalidation import InvalidationListener, Notice, ThreadedInvalidationListener
+from ._invalidation import InvalidationListener, Notice, Subscriber, ThreadedInvalidationListener
 from ._keys import cache_prefix, check_cache_name, school_prefix, tenant_key
 from ._lookup import UNAVAILABLE, CacheCounters, CachePolicy, Lookup, Tier, Unavailable
 from ._memory import MemoryTier
 from ._prewarm import PrewarmReport, prewarm_memory
 from ._redis import RedisTier, SyncRedisTier
+from ._seams import FlightSeams
 from ._serialization import encode
 from ._singleflight import FailureCodec, SingleFlight
 from ._streams import Assemble, Produce, StreamFlights, StreamStart
@@ -490,34 +491,21 @@ class CacheManager:
             return state
         if state is not None:
             self._coherent.on_lost(state.subscription)  # that loop's subscription is gone with it
-        flights = SingleFlight(
+        seams = FlightSeams(
             loop,
-            guard=self._guard,
-            coherent=self._coherent,
-            store=self._store_computed,
-            spawn=self._spawn,
-            policy=self.policy,
-            counters=self.counters,
-            sender=self.sender,
+            self._guard,
+            self._coherent,
+            self._store_computed,
+            self._spawn,
+            self.policy,
+            self.counters,
+            self.sender,
         )
-        streams = StreamFlights(
-            loop,
-            guard=self._guard,
-            coherent=self._coherent,
-            store=self._store_computed,
-            spawn=self._spawn,
-            policy=self.policy,
-            counters=self.counters,
-        )
+        flights, streams = SingleFlight(seams), StreamFlights(seams)
         state = self._state = _LoopState(loop, flights, streams)
         if self.redis is not None:
             listener = InvalidationListener(
-                self.redis,
-                sender=self.sender,
-                on_notice=self._coherent.on_notice,
-                on_subscribed=partial(self._coherent.on_subscribed, state.subscription),
-                on_lost=partial(self._coherent.on_lost, state.subscription),
-                reconnect_interval=self.policy.probe_interval,
+                self.redis, self._subscriber(state.subscription), reconnect_interval=self.policy.probe_interval
             )
             state.listener = loop.create_task(listener.run(), name=f"cache-{self.name}-invalidations")
         return state
@@ -534,18 +522,18 @@ class CacheManager:
             current = self._sync_listener
             if current is not None and current[1] == os.getpid():
                 return
-            token = object()
             listener = ThreadedInvalidationListener(
-                sync_redis,
-                channel=sync_redis.channel,
-                sender=self.sender,
-                on_notice=self._coherent.on_notice,
-                on_subscribed=partial(self._coherent.on_subscribed, token),
-                on_lost=partial(self._coherent.on_lost, token),
-                reconnect_interval=self.policy.probe_interval,
+                sync_redis, self._subscriber(object()), reconnect_interval=self.policy.probe_interval
             )
             self._sync_listener = (listener, os.getpid())
             listener.start()
+
+    def _subscriber(self, subscription: object) -> Subscriber:
+        """How one listener (known to CoherentMemory as `subscription`) reports to this manager."""
+        mem = self._coherent
+        return Subscriber(
+            self.sender, mem.on_notice, partial(mem.on_subscribed, subscription), partial(mem.on_lost, subscription)
+        )
 
     def _stop_sync_listener(self) -> None:
         current, self._sync_listener = self._sync_listener, None

@@ -18,26 +18,21 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from functools import partial
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import orjson
 
-from ._coherence import CoherentMemory
 from ._deadline import DeadlineExceededError, deadline_at
 from ._errors import CacheUnavailableError
-from ._guard import RedisGuard
 from ._invalidation import Notice
-from ._keys import failure_key, lease_key
-from ._lookup import CacheCounters, CachePolicy, Lookup, Unavailable
-from ._redis import Claim, RedisTier
+from ._keys import failure_key
+from ._lookup import Lookup, Unavailable
+from ._seams import FlightSeams
 
 __all__ = ["ComputeMany", "FailureCodec", "SingleFlight"]
 
 ComputeMany = Callable[[list[str]], Awaitable[Sequence[Any]]]
-Store = Callable[[dict[str, Any], float, float], Awaitable[None]]
-Spawn = Callable[[Coroutine[Any, Any, None]], None]
 _MAX_REMEMBERED = 10_000
 
 
@@ -50,34 +45,17 @@ class FailureCodec(Protocol):
     def decode(self, info: dict[str, Any]) -> Exception: ...
 
 
-def _claim(tier: RedisTier, *, keys: list[str], token: str, ttl: float) -> Awaitable[list[Claim]]:
-    return tier.claim(keys, [lease_key(k) for k in keys], [failure_key(k) for k in keys], token, ttl)
-
-
 class SingleFlight:
-    """The flights of one manager in one event loop, built on the manager's seams: the Redis guard, the read
-    rule (`CoherentMemory.accept` for a value a claim finds) and the store of computed values."""
+    """The flights of one manager in one event loop, built on the manager's seams (`FlightSeams`): the Redis
+    guard, the read rule (`CoherentMemory.accept` for a value a claim finds), the store of computed values."""
 
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        *,
-        guard: RedisGuard,
-        coherent: CoherentMemory,
-        store: Store,
-        spawn: Spawn,
-        policy: CachePolicy,
-        counters: CacheCounters,
-        sender: str,
-    ) -> None:
-        self._loop = loop
-        self._guard = guard
-        self._coherent = coherent
-        self._store = store
-        self._spawn = spawn
-        self._policy = policy
-        self._counters = counters
-        self._sender = sender
+    def __init__(self, seams: FlightSeams) -> None:
+        self._seams = seams
+        self._loop = seams.loop
+        self._guard = seams.guard
+        self._coherent = seams.coherent
+        self._policy = seams.policy
+        self._counters = seams.counters
         self._futures: dict[str, asyncio.Future[Lookup]] = {}
         self._watchers: dict[str, asyncio.Event] = {}
         self._failures: dict[str, tuple[float, dict[str, Any]]] = {}
@@ -99,7 +77,7 @@ class SingleFlight:
             self._futures[full] = self._loop.create_future()
         waits = {full: self._futures[full] for full in missing}
         if lead:
-            self._spawn(self._lead(lead, named, compute_many, seconds, codec))
+            self._seams.spawn(self._lead(lead, named, compute_many, seconds, codec))
         at = deadline_at()
         # The deadline is on the monotonic clock; the loop's clock may have another origin (uvloop).
         when = None if at is None else self._loop.time() + (at - time.monotonic())
@@ -158,7 +136,7 @@ class SingleFlight:
                     raise DeadlineExceededError("a peer was still computing when the request's deadline came")
                 generation = self._coherent.generation
                 claims = (
-                    await self._guard.call(partial(_claim, keys=pending, token=token, ttl=self._policy.lease_ttl))
+                    await self._seams.claim(pending, token)
                     if now < lease_deadline
                     else None  # waited long enough for peers: compute here, without a lease
                 )
@@ -184,7 +162,7 @@ class SingleFlight:
                     else:
                         theirs.append(full)
                 if release:
-                    await self._release(release, token)
+                    await self._seams.release(release, token)
                 if mine:
                     await self._compute(mine, named, compute_many, seconds, token=token, codec=codec)
                 pending = theirs
@@ -214,7 +192,7 @@ class SingleFlight:
         codec: FailureCodec | None,
     ) -> None:
         started = time.monotonic()
-        renewal = self._loop.create_task(self._renew(mine, token)) if token is not None else None
+        renewal = self._loop.create_task(self._seams.renew(mine, token)) if token is not None else None
         try:
             try:
                 values = list(await compute_many([named[f] for f in mine]))
@@ -224,14 +202,14 @@ class SingleFlight:
             if len(values) != len(mine):
                 raise ValueError(f"compute returned {len(values)} values for {len(mine)} keys")
             self._counters.computes += len(mine)
-            await self._store(dict(zip(mine, values, strict=True)), seconds, time.monotonic() - started)
+            await self._seams.store(dict(zip(mine, values, strict=True)), seconds, time.monotonic() - started)
             for full, value in zip(mine, values, strict=True):
                 self._settle(full, Lookup(value, "none", False))
         finally:
             if renewal is not None:
                 renewal.cancel()
             if token is not None:
-                await self._release(mine, token)
+                await self._seams.release(mine, token)
 
     async def _share_failure(self, fulls: list[str], exc: Exception, codec: FailureCodec | None) -> None:
         """Remember the failure here and record it in Redis before the lease is released (see `claim`)."""
@@ -241,24 +219,11 @@ class SingleFlight:
         if info is None or ttl <= 0:
             return
         self._remember(fulls, info)
-        notice = Notice(self._sender, keys=tuple(fulls)).encode()
+        notice = Notice(self._seams.sender, keys=tuple(fulls)).encode()
         data = orjson.dumps(info)
         failed = [failure_key(f) for f in fulls]
         with contextlib.suppress(CacheUnavailableError):
             await self._guard.call(lambda r: r.record_failure(failed, data, ttl, announce=notice))
-
-    async def _renew(self, fulls: list[str], token: str) -> None:
-        ttl = self._policy.lease_ttl
-        leases = [lease_key(f) for f in fulls]
-        while True:
-            await asyncio.sleep(ttl / 3)
-            with contextlib.suppress(CacheUnavailableError):
-                await self._guard.call(lambda r: r.extend_leases(leases, token, ttl))
-
-    async def _release(self, fulls: list[str], token: str) -> None:
-        leases = [lease_key(f) for f in fulls]
-        with contextlib.suppress(CacheUnavailableError):
-            await self._guard.call(lambda r: r.release_leases(leases, token))
 
     async def _wait(self, pending: list[str]) -> None:
         event = asyncio.Event()

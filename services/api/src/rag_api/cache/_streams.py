@@ -11,8 +11,10 @@ opening a second upstream stream.
 - The end is an entry of its own: `ok` (the leader stored the assembled answer), or `error` with the failure
   (FailureCodec), which readers receive as an exception. A leader that dies leaves no end: its lease lapses,
   and a follower that had no chunk yet takes over; one that had chunks ends with an error, never a hang.
-- Everything is bounded by the request's deadline. A reader that goes away (a client disconnect) does not stop
-  the producer, which keeps reading for the other readers and for the cache until the stream ends.
+- The request's deadline bounds the wait for the first chunk; once chunks flow, a stream may last up to
+  CACHE_STREAM_MAX_SECONDS in all (a long answer takes longer than any request budget; nginx's read timeout
+  is between chunks, and so is the model client's). A reader that goes away (a client disconnect) does not
+  stop the producer, which keeps reading for the other readers and for the cache until the stream ends.
 - With Redis down each replica streams for itself (in-process sharing still holds).
 """
 
@@ -22,27 +24,24 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Any, NamedTuple
 
 import orjson
 
-from ._coherence import CoherentMemory
 from ._deadline import DeadlineExceededError, deadline_at
 from ._errors import CacheUnavailableError
-from ._guard import RedisGuard
-from ._keys import failure_key, lease_key, stream_key
-from ._lookup import CacheCounters, CachePolicy, Lookup, Unavailable
-from ._redis import RedisTier
+from ._keys import failure_key, stream_key
+from ._lookup import Lookup, Unavailable
+from ._redis import Claim, RedisTier
+from ._seams import FlightSeams
 from ._singleflight import FailureCodec
 
 __all__ = ["Broadcast", "StreamFlights", "StreamStart"]
 
 Produce = Callable[[], AsyncIterator[bytes]]
 Assemble = Callable[[list[bytes]], Any]
-Store = Callable[[dict[str, Any], float, float], Awaitable[None]]
-Spawn = Callable[[Coroutine[Any, Any, None]], None]
 _MAXLEN = 10_000
 _STREAM_TTL = 60.0
 
@@ -97,24 +96,13 @@ class StreamStart(NamedTuple):
 class StreamFlights:
     """The shared streams of one manager in one event loop."""
 
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        *,
-        guard: RedisGuard,
-        coherent: CoherentMemory,
-        store: Store,
-        spawn: Spawn,
-        policy: CachePolicy,
-        counters: CacheCounters,
-    ) -> None:
-        self._loop = loop
-        self._guard = guard
-        self._coherent = coherent
-        self._store = store
-        self._spawn = spawn
-        self._policy = policy
-        self._counters = counters
+    def __init__(self, seams: FlightSeams) -> None:
+        self._seams = seams
+        self._loop = seams.loop
+        self._guard = seams.guard
+        self._coherent = seams.coherent
+        self._policy = seams.policy
+        self._counters = seams.counters
         self._local: dict[str, asyncio.Future[StreamStart]] = {}
 
     async def join(
@@ -125,7 +113,7 @@ class StreamFlights:
         created = start is None
         if start is None:
             start = self._local[full] = self._loop.create_future()
-            self._spawn(self._begin(full, start, produce, assemble, seconds, codec))
+            self._seams.spawn(self._begin(full, start, produce, assemble, seconds, codec))
         begun = await asyncio.shield(start)
         return begun if created else StreamStart(begun.broadcast, "follower")
 
@@ -150,13 +138,8 @@ class StreamFlights:
             start.set_result(StreamStart(broadcast, "leader"))
             await self._lead(full, broadcast, produce, assemble, seconds, codec, token=None)
             return
-        won, data, failed = claim
-        found = None if data is None else self._coherent.accept(full, data, self._coherent.generation)
-        if found is not None or (failed is not None and codec is not None):
-            if won:
-                await self._release(full, token)
-            error = None if found is not None else codec.decode(_info(failed)) if codec and failed else None
-            broadcast.finish(value=found, error=error)
+        won = claim[0]
+        if await self._settled(full, claim, broadcast, token, codec):  # a stored value or a recorded failure
             self._local.pop(full, None)
             start.set_result(StreamStart(broadcast, "follower"))
             return
@@ -182,18 +165,20 @@ class StreamFlights:
         self._counters.computes += 1
         shared = token is not None
         key = stream_key(full)
-        renewal = self._loop.create_task(self._renew(full, token)) if token is not None else None
+        renewal = self._loop.create_task(self._seams.renew([full], token)) if token is not None else None
         started = time.monotonic()
         try:
-            async with asyncio.timeout_at(self._loop_deadline()):
+            async with asyncio.timeout_at(self._loop_deadline()) as budget:
                 first = True
                 async for chunk in produce():
+                    if first:  # flowing: from now on the stream's own bound, not the request's
+                        budget.reschedule(self._loop.time() + self._policy.stream_max_seconds)
                     broadcast.push(chunk)
                     if shared:
                         await self._append(key, {"c": chunk}, first=first)
-                        first = False
+                    first = False
             value = assemble(broadcast.chunks)
-            await self._store({full: value}, seconds, time.monotonic() - started)
+            await self._seams.store({full: value}, seconds, time.monotonic() - started)
             if shared:
                 await self._append(key, {"end": b"ok"})
             broadcast.finish()
@@ -215,7 +200,7 @@ class StreamFlights:
             if renewal is not None:
                 renewal.cancel()
             if token is not None:
-                await self._release(full, token)
+                await self._seams.release([full], token)
             self._local.pop(full, None)
 
     async def _follow(
@@ -230,12 +215,14 @@ class StreamFlights:
         """Poll another replica's Redis Stream for the local readers, until its end, its leader's death or the
         deadline."""
         key, after = stream_key(full), "0-0"
-        checked = time.monotonic()
+        checked = started = time.monotonic()
         deadline = deadline_at()
         try:
             while True:
+                if broadcast.chunks:
+                    deadline = started + self._policy.stream_max_seconds
                 if deadline is not None and time.monotonic() >= deadline:
-                    raise DeadlineExceededError("the shared stream did not end before the request's deadline")
+                    raise DeadlineExceededError("the shared stream did not flow before the request's deadline")
                 entries = await self._guard.call(partial(_read, key=key, after=after))
                 if isinstance(entries, Unavailable):
                     raise CacheUnavailableError("Redis went away while following another replica's stream")
@@ -279,47 +266,42 @@ class StreamFlights:
         claim = await self._claim(full, token)
         if isinstance(claim, Unavailable):
             raise CacheUnavailableError("Redis went away while following another replica's stream")
-        won, data, failed = claim
-        found = None if data is None else self._coherent.accept(full, data, self._coherent.generation)
-        if found is not None and not broadcast.chunks:
-            if won:
-                await self._release(full, token)
-            broadcast.finish(value=found)
-            return True
-        if failed is not None and codec is not None:
-            if won:
-                await self._release(full, token)
-            broadcast.finish(error=codec.decode(_info(failed)))
+        won = claim[0]
+        if await self._settled(full, claim, broadcast, token, codec):
             return True
         if not won:
             return False
         if broadcast.chunks:  # the leader died mid-stream: what was relayed cannot be taken back
-            await self._release(full, token)
+            await self._seams.release([full], token)
             broadcast.finish(error=CacheUnavailableError("the replica producing this stream stopped mid-stream"))
             return True
         await self._lead(full, broadcast, produce, assemble, seconds, codec, token=token)  # take over
         return True
 
-    async def _claim(self, full: str, token: str) -> Any:
-        lease, failed = lease_key(full), failure_key(full)
-        ttl = self._policy.lease_ttl
-        claims = await self._guard.call(lambda r: r.claim([full], [lease], [failed], token, ttl))
+    async def _settled(
+        self, full: str, claim: Claim, broadcast: Broadcast, token: str, codec: FailureCodec | None
+    ) -> bool:
+        """Whether a claim found the stream answered already: a stored value (only before any chunk was relayed)
+        or a failure recorded moments ago; then `broadcast` is finished and a lease just won is given back."""
+        won, data, failed = claim
+        found = None if data is None else self._coherent.accept(full, data, self._coherent.generation)
+        if found is not None and not broadcast.chunks:
+            broadcast.finish(value=found)
+        elif failed is not None and codec is not None:
+            broadcast.finish(error=codec.decode(_info(failed)))
+        else:
+            return False
+        if won:
+            await self._seams.release([full], token)
+        return True
+
+    async def _claim(self, full: str, token: str) -> Claim | Unavailable:
+        claims = await self._seams.claim([full], token)
         return claims if isinstance(claims, Unavailable) else claims[0]
 
     async def _append(self, key: str, fields: dict[str, bytes], *, first: bool = False) -> None:
         with contextlib.suppress(CacheUnavailableError):
             await self._guard.call(lambda r: r.stream_add(key, fields, maxlen=_MAXLEN, ttl=_STREAM_TTL, first=first))
-
-    async def _renew(self, full: str, token: str) -> None:
-        ttl = self._policy.lease_ttl
-        while True:
-            await asyncio.sleep(ttl / 3)
-            with contextlib.suppress(CacheUnavailableError):
-                await self._guard.call(lambda r: r.extend_leases([lease_key(full)], token, ttl))
-
-    async def _release(self, full: str, token: str) -> None:
-        with contextlib.suppress(CacheUnavailableError):
-            await self._guard.call(lambda r: r.release_leases([lease_key(full)], token))
 
     def _loop_deadline(self) -> float | None:
         at = deadline_at()
