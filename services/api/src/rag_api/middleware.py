@@ -126,22 +126,21 @@ class ServiceMiddleware:
         if school is not None:
             child(SCHOOL_REQUESTS, self.school_label(school), outcome).inc()
         if _access.isEnabledFor(logging.INFO):
-            _access.info(
-                "%s",
-                {
-                    "request_id": record.request_id,
-                    "instance": self.instance_id,
-                    "school": school,
-                    "method": scope.get("method"),
-                    "route": label,
-                    "path": scope.get("path"),
-                    "status": status,
-                    "cache": cache.decode() if cache else None,
-                    "tier": tier.decode() if tier else None,
-                    "upstream_ms": round(record.upstream_seconds * 1000, 2),
-                    "total_ms": round(elapsed * 1000, 2),
-                },
-            )
+            # A record made directly: `info()` would also walk the stack for the caller's line (~1.5 µs).
+            fields = {
+                "request_id": record.request_id,
+                "instance": self.instance_id,
+                "school": school,
+                "method": scope.get("method"),
+                "route": label,
+                "path": scope.get("path"),
+                "status": status,
+                "cache": cache.decode() if cache else None,
+                "tier": tier.decode() if tier else None,
+                "upstream_ms": round(record.upstream_seconds * 1000, 2),
+                "total_ms": round(elapsed * 1000, 2),
+            }
+            _access.handle(logging.LogRecord(ACCESS_LOGGER, logging.INFO, __file__, 0, "%s", (fields,), None))
 
 
 def _scan_headers(scope: Scope) -> tuple[int | None, bytes | None]:
