@@ -6,12 +6,11 @@ writes its own file with the replicas' ports (`local_config`)."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 __all__ = ["DOCKER_CONFIG", "JOB", "RULES_FILE", "docker_config", "local_config", "main", "render"]
 
@@ -49,7 +48,8 @@ def local_config(replica_ports: Sequence[int], *, interval: str = "5s") -> dict[
 
 
 def render(config: dict[str, Any], header: str = "") -> str:
-    return header + str(yaml.safe_dump(config, sort_keys=False))
+    """As JSON, which is YAML too (Prometheus reads it): the local runtime needs no YAML library."""
+    return header + json.dumps(config, indent=2) + "\n"
 
 
 def _docker_text() -> str:
