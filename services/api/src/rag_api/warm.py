@@ -221,13 +221,30 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _default_key() -> str:
+    """WARM_API_KEY or ADMIN_API_KEY from the environment or `.env` (as the API reads it), else the demo key."""
+    key = os.environ.get("WARM_API_KEY") or os.environ.get("ADMIN_API_KEY")
+    if key:
+        return key
+    try:
+        lines = Path(".env").read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        name, sep, value = line.strip().partition("=")
+        if sep and name.strip() == "ADMIN_API_KEY" and value.strip():
+            return value.strip().strip("'\"")
+    return "demo-admin"
+
+
 def _parser() -> argparse.ArgumentParser:
     env = os.environ.get
     p = argparse.ArgumentParser(prog="python -m rag_api.warm", description=__doc__.splitlines()[0])
     p.add_argument("file", type=Path, help="JSONL: strings or {'input': ...} (embeddings), {'messages': [...]}")
     p.add_argument("--school", type=int, required=True, help="the school whose cache is warmed")
-    p.add_argument("--url", default=env("WARM_URL", "http://127.0.0.1:8080"), help="the API (nginx or a replica)")
-    p.add_argument("--key", default=env("WARM_API_KEY") or env("ADMIN_API_KEY") or "demo-admin", help="API key")
+    nginx = f"http://127.0.0.1:{env('STACK_NGINX_PORT', '8080')}"
+    p.add_argument("--url", default=env("WARM_URL", nginx), help="the API (default: the scaled stack's nginx)")
+    p.add_argument("--key", default=_default_key(), help="API key (default: ADMIN_API_KEY, from .env too)")
     p.add_argument("--batch", type=int, default=64, help="embedding inputs per request")
     p.add_argument("--concurrency", type=int, default=4, help="requests in flight at once")
     p.add_argument("--rate", type=float, default=20.0, help="requests started per second (0: unlimited)")
