@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from monitoring._generated import write_or_check
+
 __all__ = ["DASHBOARD_FILE", "DATASOURCE_UID", "PANELS", "Panel", "dashboard", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -255,14 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 when the committed file is stale")
     args = parser.parse_args(argv)
-    if args.check:
-        if not DASHBOARD_FILE.exists() or DASHBOARD_FILE.read_text() != rendered():
-            print(f"{DASHBOARD_FILE.relative_to(ROOT)} is stale: run python -m monitoring.dashboard", file=sys.stderr)
-            return 1
-        return 0
-    DASHBOARD_FILE.write_text(rendered())
-    print(f"wrote {DASHBOARD_FILE.relative_to(ROOT)} ({len(PANELS)} panels)")
-    return 0
+    return write_or_check(DASHBOARD_FILE, rendered(), command="python -m monitoring.dashboard", check=args.check)
 
 
 if __name__ == "__main__":

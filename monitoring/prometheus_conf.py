@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from monitoring._generated import write_or_check
+
 __all__ = ["DOCKER_CONFIG", "JOB", "RULES_FILE", "docker_config", "local_config", "main", "render"]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,13 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="write monitoring/prometheus/prometheus.docker.yml")
     parser.add_argument("--check", action="store_true", help="exit 1 when the committed file is stale")
     args = parser.parse_args(argv)
-    if args.check:
-        if not DOCKER_CONFIG.exists() or DOCKER_CONFIG.read_text() != _docker_text():
-            print(f"{DOCKER_CONFIG.relative_to(ROOT)} is stale: python -m monitoring.prometheus_conf", file=sys.stderr)
-            return 1
-        return 0
-    DOCKER_CONFIG.write_text(_docker_text())
-    return 0
+    return write_or_check(
+        DOCKER_CONFIG, _docker_text(), command="python -m monitoring.prometheus_conf", check=args.check
+    )
 
 
 if __name__ == "__main__":

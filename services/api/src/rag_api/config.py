@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
 from functools import lru_cache
 from typing import Annotated, Literal
 
@@ -101,9 +102,8 @@ class Settings(BaseSettings):
         if not isinstance(raw, str):
             return raw
         keys: dict[str, int] = {}
-        for number, pair in enumerate(filter(None, (p.strip() for p in raw.split(","))), start=1):
-            key, sep, school = pair.rpartition(":")
-            if not sep or not key or not school.isdigit() or int(school) <= 0:
+        for number, key, school in _pairs(raw):
+            if not key or not school.isdigit() or int(school) <= 0:
                 # The entry is named by position, never quoted: it holds a key.
                 raise ValueError(f"TENANT_API_KEYS entry {number} is not 'key:positive_school_id'")
             keys[key] = int(school)
@@ -116,13 +116,12 @@ class Settings(BaseSettings):
         if not isinstance(raw, str):
             return raw
         prices: dict[str, float] = {}
-        for number, pair in enumerate(filter(None, (p.strip() for p in raw.split(","))), start=1):
-            model, sep, price = pair.rpartition(":")
+        for number, model, price in _pairs(raw):
             try:
                 value = float(price)
             except ValueError:
                 value = -1.0
-            if not sep or not model or not value >= 0:
+            if not model or not value >= 0:
                 raise ValueError(f"MODEL_PRICES entry {number} is not 'model:usd_per_million_tokens'")
             prices[model] = value
         return prices
@@ -142,6 +141,13 @@ class Settings(BaseSettings):
                 "or clients get the proxy's error instead of the API's answer"
             )
         return self
+
+
+def _pairs(raw: str) -> Iterator[tuple[int, str, str]]:
+    """The `left:right` entries of a comma-separated list, numbered from 1; `left` is empty without a colon."""
+    for number, pair in enumerate(filter(None, (p.strip() for p in raw.split(","))), start=1):
+        left, sep, right = pair.rpartition(":")
+        yield number, left if sep else "", right
 
 
 class ConfigError(ValueError):
