@@ -76,9 +76,12 @@ class Stack:
         return ActionRecord(name, due_at, started, time.time(), rc, out.strip()[-400:])
 
 
-def http_json(method: str, url: str, *, headers: dict[str, str] | None = None, timeout: float = 5.0) -> Any:
+def http_json(
+    method: str, url: str, *, headers: dict[str, str] | None = None, payload: Any = None, timeout: float = 5.0
+) -> Any:
     """A small JSON request with the standard library (run.py must not depend on the load tool's client)."""
-    req = urllib.request.Request(url, method=method, headers=headers or {}, data=b"" if method == "POST" else None)
+    data = json.dumps(payload).encode() if payload is not None else (b"" if method == "POST" else None)
+    req = urllib.request.Request(url, method=method, headers=headers or {}, data=data)
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         body = resp.read()
     return json.loads(body) if body else None
@@ -101,7 +104,9 @@ def clear_caches(base_urls: list[str]) -> list[str]:
     errors = []
     for url in base_urls:
         try:
-            http_json("POST", f"{url}/cache/clear", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+            # The admin names its scope explicitly: every school (an admin clear without one is a 400).
+            auth = {"Authorization": f"Bearer {ADMIN_KEY}", "Content-Type": "application/json"}
+            http_json("POST", f"{url}/cache/clear", headers=auth, payload={"all": True})
         except (OSError, urllib.error.URLError, ValueError) as exc:
             errors.append(f"{url}: {exc}")
     return errors

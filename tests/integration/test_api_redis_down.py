@@ -54,7 +54,7 @@ def test_requests_survive_redis_death_and_health_recovers(api: httpx.Client, own
     down = health(api)
     assert (down["status"], down["redis_available"]) == ("degraded", False)
     assert api.get("/readyz").status_code == 200
-    assert api.get("/cache/stats").status_code == 200
+    assert api.get("/cache/stats", headers={"Authorization": "Bearer demo-admin"}).status_code == 200
 
     own_redis.start()
     restarted = time.monotonic()

@@ -29,7 +29,7 @@ def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.fixture
 def api(stack: Stack) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=stack.url, timeout=10) as client:
-        client.post("/cache/clear", headers=ADMIN).raise_for_status()
+        client.post("/cache/clear", json={"all": True}, headers=ADMIN).raise_for_status()
         stack.stub.reset()
         yield client
 

@@ -18,7 +18,7 @@ from upstream_stub import embedding_vector
 from upstream_stub.app import StubState
 
 from tests.support.errors import error_message
-from tests.support.inprocess import T123, T456, Api, make_settings, open_api
+from tests.support.inprocess import ADMIN, T123, T456, Api, make_settings, open_api
 
 
 @pytest.fixture
@@ -158,7 +158,8 @@ async def test_a_stream_is_server_sent_events_ending_in_done(api: Api) -> None:
 
 
 async def test_health_stats_clear(api: Api) -> None:
-    """The cache routes answer: healthy with Redis up, figures in stats, a tenant clears its school only."""
+    """The cache routes answer: healthy with Redis up, figures in stats (admin key only), a tenant clears its
+    school only."""
     health = (await api.client.get("/cache/health")).json()
     assert health["status"] == "healthy"
     assert health["instance"] == "unit"
@@ -170,7 +171,8 @@ async def test_health_stats_clear(api: Api) -> None:
     assert res.headers["x-cache"] == "HIT"
     assert (await api.client.get("/readyz")).status_code == 200
     # Last: fakeredis has no INFO command, which the cache counts as a Redis failure.
-    stats = (await api.client.get("/cache/stats")).json()
+    assert (await api.client.get("/cache/stats", headers=T123)).status_code == 403
+    stats = (await api.client.get("/cache/stats", headers=ADMIN)).json()
     assert stats["embedding"]["misses"] >= 2
     assert b"rag_http_requests_total" in (await api.client.get("/metrics")).content
 

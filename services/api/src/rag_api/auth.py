@@ -10,11 +10,12 @@ from fastapi import HTTPException
 
 from rag_api.config import DEMO_ADMIN_KEY, DEMO_TENANT_KEYS, Settings
 
-__all__ = ["KeyRing", "Principal", "school_for_data", "school_for_admin_op"]
+__all__ = ["ALL_SCHOOLS", "KeyRing", "Principal", "school_for_data", "school_in_scope"]
 
 log = logging.getLogger("rag_api")
 
 _MAX_SCHOOL_ID = 2**63 - 1
+ALL_SCHOOLS = None  # the scope of an admin operation on every school
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,12 +84,20 @@ def _unauthorized(detail: str) -> HTTPException:
 
 
 def _parse_school(raw: str | None) -> int | None:
-    if raw is None or raw.strip() == "":
+    """The X-School-Id header's school; present but empty, blank or not a positive integer is a 400."""
+    if raw is None:
         return None
     value = raw.strip()
     if not value.isascii() or not value.isdigit() or not 0 < int(value) <= _MAX_SCHOOL_ID:
         raise HTTPException(400, detail="X-School-Id must be a positive integer")
     return int(value)
+
+
+def _own_school(principal: Principal, named: int | None) -> int:
+    assert principal.school_id is not None
+    if named is not None and named != principal.school_id:
+        raise HTTPException(403, detail="this API key may not act for another school")
+    return principal.school_id
 
 
 def school_for_data(principal: Principal, x_school_id: str | None) -> int:
@@ -98,18 +107,27 @@ def school_for_data(principal: Principal, x_school_id: str | None) -> int:
         if named is None:
             raise HTTPException(400, detail="the admin key must name a school with the X-School-Id header")
         return named
-    assert principal.school_id is not None
-    if named is not None and named != principal.school_id:
-        raise HTTPException(403, detail="this API key may not act for another school")
-    return principal.school_id
+    return _own_school(principal, named)
 
 
-def school_for_admin_op(principal: Principal, x_school_id: str | None) -> int | None:
-    """The school an operation such as clear acts on: a tenant's own, the admin's named one, or None (all)."""
+def school_in_scope(
+    principal: Principal, x_school_id: str | None, school_id: int | None, *, every_school: bool = False
+) -> int | None:
+    """The school a cache operation (clear, delete) acts on, from an explicit scope: `school_id` (or its alias,
+    the X-School-Id header) or, admin only, `every_school` (returns ALL_SCHOOLS). A tenant's scope defaults to
+    its own school; the admin must name one. Conflicting or missing scopes are a 400, nothing is guessed."""
     named = _parse_school(x_school_id)
+    if named is not None and school_id is not None and named != school_id:
+        raise HTTPException(400, detail="X-School-Id and school_id name different schools")
+    named = school_id if school_id is not None else named
+    if every_school:
+        if not principal.is_admin:
+            raise HTTPException(403, detail="only the admin key may act on every school")
+        if named is not None:
+            raise HTTPException(400, detail="give either school_id or all, not both")
+        return ALL_SCHOOLS
     if principal.is_admin:
+        if named is None:
+            raise HTTPException(400, detail='the admin key must name a scope: {"school_id": N} or {"all": true}')
         return named
-    assert principal.school_id is not None
-    if named is not None and named != principal.school_id:
-        raise HTTPException(403, detail="this API key may not act for another school")
-    return principal.school_id
+    return _own_school(principal, named)

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     cache_stale_if_error: Annotated[float, Field(ge=0)] = 24 * 3600.0
     # A failed compute is remembered this long and shared with the processes waiting on its lease (0: off).
     cache_failure_ttl: Annotated[float, Field(ge=0, le=60)] = 2.0
+    # Sampled chat answers (temperature > 0 or top_p < 1, no seed) are cached like any other; false: they
+    # bypass the cache (X-Cache: BYPASS), so each such request gets a fresh sample.
+    cache_sampled_completions: bool = True
     # Fair sharing between schools: a school's share of each process's memory tier, and its Redis writes of
     # computed values per second per process (with bursts), past which answers are served but not shared.
     cache_tenant_max_share: Annotated[float, Field(gt=0, le=1)] = 0.5

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from rag_api.cache import CacheManager
 from rag_api.metrics import (
@@ -25,7 +26,7 @@ from rag_api.metrics import (
     child,
 )
 
-__all__ = ["OTHER", "CacheExporter", "ModelPrices", "SchoolLabels"]
+__all__ = ["OTHER", "CacheExporter", "Costing", "ModelPrices", "SchoolLabels"]
 
 log = logging.getLogger("rag_api.monitoring")
 OTHER = "other"
@@ -69,6 +70,18 @@ class ModelPrices:
             child(MODEL_COST, label, source).inc(tokens * price)
 
 
+@dataclass(frozen=True, slots=True)
+class Costing:
+    """What one request's answers cost: its model, the prices, and the tokens of one (route key, value)."""
+
+    prices: ModelPrices
+    model: str
+    tokens: Callable[[str, Any], int]
+
+    def count(self, source: str, answers: Iterable[tuple[str, Any]]) -> None:
+        self.prices.count(self.model, source, sum(self.tokens(key, value) for key, value in answers))
+
+
 class CacheExporter:
     """Every `interval` seconds: the growth of each manager's counters, its memory tier and breaker, and the
     Redis server's INFO figures, into this worker's metrics."""
@@ -78,24 +91,34 @@ class CacheExporter:
         self.interval = interval
         self._seen: dict[tuple[str, str], int] = {}
         self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="metrics-exporter")
+        self._stop = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._run(self._stop), name="metrics-exporter")
 
     async def aclose(self) -> None:
+        # A stop signal rather than only cancel(): a cancellation that lands inside a Redis call may be taken
+        # for that call's own timeout there (cache/_budget.py) and end as an error the loop goes on after.
         task, self._task = self._task, None
-        if task is not None:
+        if task is None:
+            return
+        self._stop.set()
+        try:
+            await asyncio.wait_for(task, timeout=max(1.0, self.interval))
+        except TimeoutError:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _run(self) -> None:
-        while True:
+    async def _run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
             try:
                 await self.export()
             except Exception:  # a figure missing for one interval must not end the exporter
                 log.exception("exporting cache metrics failed")
-            await asyncio.sleep(self.interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.interval)
 
     def _add(self, cache: str, event: str, value: int) -> None:
         # Every series exists from the first export (at 0), so a rate of something that never happened is 0,

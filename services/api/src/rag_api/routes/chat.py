@@ -3,26 +3,29 @@ answers Server-Sent Events from the same entry (rag_api.streaming)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from rag_api.deps import CacheMode, CacheModeDep, Services, ServicesDep, TenantDep
-from rag_api.metrics import CACHE_RESULTS
-from rag_api.routes.headers import BYPASS_HEADERS, UPSTREAM_FAILURES, cache_headers
+from rag_api import request_keys
+from rag_api.caching import CacheField, CacheMode, request_policy, serve
+from rag_api.deps import DirectRoute, Services, json_body, tenant_of
+from rag_api.monitoring import Costing
+from rag_api.routes.schema import openai_route
 from rag_api.streaming import stream_chat
 
-__all__ = ["ChatRequest", "chat_key", "router"]
+__all__ = ["ChatRequest", "cache_keys", "chat_key", "router"]
 
-router = APIRouter(tags=["openai"])
+router = APIRouter(tags=["openai"], route_class=DirectRoute)
 
 # Fields that never change the answer, so requests differing only in them share one cache entry.
+# (`cache`, the request's cache policy, is neither forwarded to the model nor part of the key.)
 _NOT_IN_KEY = {"stream", "stream_options", "user", "metadata", "store", "service_tier", "safety_identifier"}
+# OpenAI refuses these roles without `content` (an assistant message may carry tool_calls instead).
+_CONTENT_REQUIRED = {"user", "system", "developer", "tool"}
 
 
 class ChatMessage(BaseModel):
@@ -55,75 +58,95 @@ class ChatRequest(BaseModel):
     response_format: dict[str, Any] | None = None
     stream: bool | None = None
     user: str | None = Field(default=None, max_length=256)
+    cache: CacheField = None
 
 
 def _validate(body: ChatRequest, services: Services) -> dict[str, Any]:
+    """The request to forward (without `stream`, `stream_options` and `cache`), after OpenAI's checks and our
+    limits."""
     settings = services.settings
     if len(body.messages) > settings.max_batch_size:
         raise HTTPException(400, detail=f"at most {settings.max_batch_size} messages per request (MAX_BATCH_SIZE)")
     for i, message in enumerate(body.messages):
-        if isinstance(message.content, str) and len(message.content) > settings.max_input_chars:
-            raise HTTPException(
-                400, detail=f"messages[{i}].content is longer than {settings.max_input_chars} (MAX_INPUT_CHARS)"
-            )
-    return body.model_dump(exclude_none=True, exclude={"stream", "stream_options"})
+        if message.content is None and message.role in _CONTENT_REQUIRED:
+            raise HTTPException(400, detail=f"missing required parameter: messages[{i}].content (role {message.role})")
+        for where, text in _texts(message.content, f"messages[{i}].content"):
+            if len(text) > settings.max_input_chars:
+                raise HTTPException(400, detail=f"{where} is longer than {settings.max_input_chars} (MAX_INPUT_CHARS)")
+    return body.model_dump(exclude_none=True, exclude={"stream", "stream_options", "cache"})
+
+
+def _texts(content: str | list[dict[str, Any]] | None, where: str) -> list[tuple[str, str]]:
+    """Every text of a message's content: the string, or each part's `text` (which must be a string)."""
+    if isinstance(content, str):
+        return [(where, content)]
+    texts = []
+    for j, part in enumerate(content or ()):
+        if "text" in part:
+            if not isinstance(part["text"], str):
+                raise HTTPException(400, detail=f"{where}[{j}].text must be a string")
+            texts.append((f"{where}[{j}].text", part["text"]))
+    return texts
+
+
+def _sampled(request: dict[str, Any]) -> bool:
+    """Whether the model samples its answer: temperature > 0 or top_p < 1 (OpenAI's defaults are 1), no seed."""
+    return "seed" not in request and (request.get("temperature", 1.0) > 0 or request.get("top_p", 1.0) < 1)
 
 
 def chat_key(request: dict[str, Any]) -> str:
-    """A digest of every field that can change the answer, independent of key order and of null fields."""
-    canonical = {k: v for k, v in request.items() if k not in _NOT_IN_KEY}
+    """The route key of a request: every member that can change the answer, independent of order and nulls."""
     try:
-        # The standard library, strict: NaN/Infinity and lone surrogates are refused, as the upstream would.
-        blob = json.dumps(canonical, sort_keys=True, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
-        data = blob.encode("utf-8")
-    except (ValueError, TypeError) as exc:
+        return request_keys.chat_key({k: v for k, v in request.items() if k not in _NOT_IN_KEY})
+    except request_keys.KeyEncodingError as exc:
         raise HTTPException(400, detail=f"request cannot be encoded as JSON: {exc}") from exc
-    return f"chat:{hashlib.sha256(data).hexdigest()}"
 
 
-@router.post("/v1/chat/completions")
-async def create_chat_completion(
-    body: ChatRequest, school_id: TenantDep, services: ServicesDep, mode: CacheModeDep
-) -> Response:
-    """Answer from the cache, or ask the upstream once for every identical concurrent request."""
+def cache_keys(body: ChatRequest, services: Services) -> tuple[dict[str, Any], list[str]]:
+    """The request to forward (validated) and its route key."""
     request = _validate(body, services)
-    key = chat_key(request)
-    cache, upstream = services.llm, services.upstream
-    ttl = services.settings.llm_cache_ttl
-    if body.stream:  # Server-Sent Events, from the same cache entry (see rag_api.streaming)
+    return request, [chat_key(request)]
+
+
+@router.post("/v1/chat/completions", **openai_route(ChatRequest, streams=True))
+async def create_chat_completion(request: Request) -> Response:
+    """Answer from the cache, or ask the upstream once for every identical concurrent request."""
+    school_id = tenant_of(request)
+    body = await json_body(request, ChatRequest)
+    services: Services = request.app.state.services
+    forwarded, keys = cache_keys(body, services)
+    settings = services.settings
+    policy = request_policy(
+        request.headers.get("cache-control"),
+        body.cache,
+        max_ttl=settings.llm_cache_ttl,
+        bypass=not settings.cache_sampled_completions and _sampled(forwarded),
+    )
+    if body.stream:  # Server-Sent Events from the same cache entry (rag_api.streaming), under the same policy
         options = body.model_extra.get("stream_options") if body.model_extra else None
-        include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-        normal = mode is CacheMode.NORMAL
         return await stream_chat(
-            request, key, school_id=school_id, cache=cache, upstream=upstream, ttl=ttl,
-            include_usage=include_usage, use_cache=normal, store=mode is CacheMode.NO_CACHE or normal,
-        )  # fmt: skip
+            forwarded,
+            policy.key(keys[0]),
+            school_id=school_id,
+            cache=services.llm,
+            upstream=services.upstream,
+            ttl=policy.ttl,
+            include_usage=isinstance(options, dict) and bool(options.get("include_usage")),
+            use_cache=policy.mode is CacheMode.NORMAL,
+            store=policy.mode is not CacheMode.NO_STORE,
+        )
 
-    prices = services.prices
-    if mode is not CacheMode.NORMAL:
-        answer = await upstream.chat(request)
-        prices.count(body.model, "upstream", _usage(answer))
-        if mode is CacheMode.NO_CACHE:
-            await cache.set(key, answer, ttl=ttl, school_id=school_id)
-        headers = dict(BYPASS_HEADERS)
-    else:
+    async def compute(_: list[str]) -> list[dict[str, Any]]:
+        return [await services.upstream.chat(forwarded)]
 
-        async def compute() -> dict[str, Any]:
-            computed = await upstream.chat(request)
-            prices.count(body.model, "upstream", _usage(computed))
-            return computed
-
-        found = await cache.resolve(key, compute, ttl=ttl, school_id=school_id, failures=UPSTREAM_FAILURES)
-        answer = found.value
-        if found.hit:
-            prices.count(body.model, "cache", _usage(answer))
-        headers = cache_headers([found])
-        del headers["X-Cache-Hits"]
-    CACHE_RESULTS.labels("chat", headers["X-Cache"]).inc()
-    return Response(orjson.dumps(answer), media_type="application/json", headers=headers)
+    costing = Costing(services.prices, body.model, lambda _, answer: _usage(answer))
+    answers, headers = await serve(services.llm, policy, school_id, keys, compute, route="chat", costing=costing)
+    headers.pop("X-Cache-Hits", None)
+    return Response(orjson.dumps(answers[0]), media_type="application/json", headers=headers)
 
 
 def _usage(answer: dict[str, Any]) -> int:
+    """The answer's total tokens (0 when it has no usage)."""
     usage = answer.get("usage")
     tokens = usage.get("total_tokens") if isinstance(usage, dict) else None
     return tokens if isinstance(tokens, int) else 0

@@ -7,24 +7,24 @@ is assembled as bytes (base64 never needs JSON escaping), so a vector is encoded
 
 from __future__ import annotations
 
-import hashlib
 from array import array
 from binascii import b2a_base64
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Literal, cast
 
 import orjson
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from rag_api.cache import Lookup
-from rag_api.deps import CacheMode, DirectRoute, Services, cache_mode_of, json_body, tenant_of
-from rag_api.metrics import CACHE_RESULTS, EMBEDDING_ITEMS, child
-from rag_api.routes.headers import BYPASS_HEADERS, UPSTREAM_FAILURES, cache_headers
+from rag_api.caching import CacheField, request_policy, serve
+from rag_api.deps import DirectRoute, Services, json_body, tenant_of
+from rag_api.monitoring import Costing
+from rag_api.request_keys import embedding_key
+from rag_api.routes.schema import openai_route
 from rag_api.upstream import EmbeddingInput
 
-__all__ = ["EmbeddingsRequest", "router"]
+__all__ = ["EmbeddingsRequest", "cache_keys", "router"]
 
 router = APIRouter(tags=["openai"], route_class=DirectRoute)
 
@@ -41,6 +41,7 @@ class EmbeddingsRequest(BaseModel):
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, gt=0, le=65_536)
     user: str | None = Field(default=None, max_length=256)
+    cache: CacheField = None
 
 
 def _items(body: EmbeddingsRequest, services: Services) -> list[EmbeddingInput]:
@@ -77,10 +78,10 @@ def _is_utf8(text: str) -> bool:
     return True
 
 
-def embedding_key(model: str, dimensions: int | None, item: EmbeddingInput) -> str:
-    """The cache key part of one input: model and dimensions in clear, the input as a SHA-256 digest."""
-    text = item if isinstance(item, str) else "\x00tokens:" + ",".join(map(str, item))
-    return f"{model}:{dimensions or 0}:{hashlib.sha256(text.encode()).hexdigest()}"
+def cache_keys(body: EmbeddingsRequest, services: Services) -> tuple[list[EmbeddingInput], list[str]]:
+    """The request's inputs (validated) and the route key of each, in order."""
+    items = _items(body, services)
+    return items, [embedding_key(body.model, body.dimensions, it) for it in items]
 
 
 def _tokens(items: list[EmbeddingInput]) -> int:
@@ -115,60 +116,27 @@ def float_body(vectors: Sequence[array[float]], model: str, tokens: int) -> byte
     return orjson.dumps({"object": "list", "data": data, "model": model, "usage": usage})
 
 
-_SCHEMA = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": EmbeddingsRequest.model_json_schema()}},
-    }
-}
-
-
-@router.post("/v1/embeddings", openapi_extra=_SCHEMA)
+@router.post("/v1/embeddings", **openai_route(EmbeddingsRequest))
 async def create_embeddings(request: Request) -> Response:
     """Embed `input`; cached inputs come from the cache, the rest from one upstream call."""
     # A DirectRoute, without FastAPI dependencies or a body parameter: this is the hot path (see rag_api.deps).
     school_id = tenant_of(request)
-    mode = cache_mode_of(request)
     body = await json_body(request, EmbeddingsRequest)
     services: Services = request.app.state.services
-    items = _items(body, services)
-    model, dims = body.model, body.dimensions
-    ttl = services.settings.embedding_cache_ttl
-    cache, upstream = services.embeddings, services.upstream
+    policy = request_policy(
+        request.headers.get("cache-control"), body.cache, max_ttl=services.settings.embedding_cache_ttl
+    )
+    items, keys = cache_keys(body, services)
+    by_key = dict(zip(keys, items, strict=True))
 
-    vectors: list[Any]
-    if mode is not CacheMode.NORMAL:
-        vectors = [_vector(v) for v in await upstream.embed(model, items, dimensions=dims, user=body.user)]
-        services.prices.count(model, "upstream", _tokens(items))
-        if mode is CacheMode.NO_CACHE:
-            keys = [embedding_key(model, dims, it) for it in items]
-            await cache.set_many(dict(zip(keys, vectors, strict=True)), ttl=ttl, school_id=school_id)
-        headers = dict(BYPASS_HEADERS)
-        child(EMBEDDING_ITEMS, "bypass").inc(len(items))
-    else:
-        by_key = {embedding_key(model, dims, it): it for it in items}
-        keys = [embedding_key(model, dims, it) for it in items] if len(by_key) != len(items) else list(by_key)
+    async def compute(missing: list[str]) -> list[array[float]]:
+        inputs = [by_key[k] for k in missing]
+        packed = await services.upstream.embed(body.model, inputs, dimensions=body.dimensions, user=body.user)
+        return [_vector(v) for v in packed]
 
-        async def compute_many(missing: list[str]) -> list[array[float]]:
-            asked = [by_key[k] for k in missing]
-            packed = await upstream.embed(model, asked, dimensions=dims, user=body.user)
-            services.prices.count(model, "upstream", _tokens(asked))
-            return [_vector(v) for v in packed]
-
-        lookups: list[Lookup] = await cache.resolve_many(
-            keys, compute_many, ttl=ttl, school_id=school_id, failures=UPSTREAM_FAILURES
-        )
-        vectors = [lk.value for lk in lookups]
-        headers = cache_headers(lookups)
-        hits = sum(1 for lk in lookups if lk.hit)
-        if hits:
-            child(EMBEDDING_ITEMS, "hit").inc(hits)
-            saved = items if hits == len(items) else [it for it, lk in zip(items, lookups, strict=True) if lk.hit]
-            services.prices.count(model, "cache", _tokens(saved))
-        if hits < len(lookups):
-            child(EMBEDDING_ITEMS, "miss").inc(len(lookups) - hits)
-    child(CACHE_RESULTS, "embeddings", headers["X-Cache"]).inc()
-
+    costing = Costing(services.prices, body.model, lambda key, _: _tokens([by_key[key]]))
+    vectors, headers = await serve(
+        services.embeddings, policy, school_id, keys, compute, route="embeddings", costing=costing
+    )
     encode = base64_body if body.encoding_format == "base64" else float_body
-    content = encode(vectors, model, _tokens(items))
-    return Response(content, media_type="application/json", headers=headers)
+    return Response(encode(vectors, body.model, _tokens(items)), media_type="application/json", headers=headers)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 
 from rag_api.deps import ServicesDep
 from rag_api.errors import error_response
 from rag_api.metrics import CONTENT_TYPE_LATEST, render
+from rag_api.routes.schema import detail_responses
 
 __all__ = ["router"]
 
@@ -20,7 +21,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", response_model=None)
+@router.get("/readyz", response_model=None, responses=detail_responses(503))
 async def readyz(services: ServicesDep) -> dict[str, str] | Response:
     """Ready once the lifespan finished; not ready when Redis is down and the memory fallback is off."""
     if not services.ready:
@@ -32,7 +33,7 @@ async def readyz(services: ServicesDep) -> dict[str, str] | Response:
     return {"status": "ready", "instance": services.settings.instance_id}
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def metrics() -> Response:
     """Every worker's figures (multiprocess mode under gunicorn) in the Prometheus text format."""
     return Response(render(), media_type=CONTENT_TYPE_LATEST)
