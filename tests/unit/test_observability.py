@@ -166,3 +166,19 @@ async def test_school_and_outcome_metrics() -> None:
         before, hist, route="/v1/embeddings", cache="HIT"
     )
     assert grown == 1
+
+
+async def test_cached_routes_count_paid_and_saved_tokens() -> None:
+    """A miss counts the model's tokens as paid, the same request's hit as saved, priced per MODEL_PRICES."""
+    name = "rag_model_tokens_total"
+    before = render().decode()
+    async with open_api(model_prices={"priced-emb": 1.0}) as api:
+        body = {"model": "priced-emb", "input": ["x" * 40, "y" * 80]}
+        await api.client.post("/v1/embeddings", json=body, headers=T123)
+        await api.client.post("/v1/embeddings", json=body, headers=T123)
+    after = render().decode()
+    for source in ("upstream", "cache"):
+        grown = _sample(after, name, model="priced-emb", source=source) - _sample(
+            before, name, model="priced-emb", source=source
+        )
+        assert grown == 30  # ~4 characters a token: 10 + 20
