@@ -18,8 +18,13 @@ from typing import Any
 import redis
 
 from deploy.ports import free_port
+from deploy.readiness import wait_for
 
 REPORTS = Path(__file__).resolve().parent.parent / "reports"
+
+
+class BenchError(Exception):
+    """A benchmark cannot run here (a tool is missing); bench.run's main turns it into exit status 2."""
 
 
 @contextmanager
@@ -34,16 +39,8 @@ def redis_server() -> Iterator[str]:
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
         try:
-            client = redis.Redis(port=port)
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    client.ping()
-                    break
-                except redis.ConnectionError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.01)
+            with redis.Redis(port=port) as client:
+                wait_for(client.ping, timeout=10, interval=0.01, what=f"redis-server on port {port} answers PING")
             yield f"redis://127.0.0.1:{port}/0"
         finally:
             proc.terminate()
@@ -53,7 +50,10 @@ def redis_server() -> Iterator[str]:
 def summary(samples_s: list[float]) -> dict[str, float]:
     """Median, p90 and p99 of per-operation times, in microseconds."""
     ordered = sorted(samples_s)
-    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e6  # noqa: E731
+
+    def pick(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e6
+
     return {"median_us": round(statistics.median(ordered) * 1e6, 3), "p90_us": round(pick(0.9), 3),
             "p99_us": round(pick(0.99), 3), "n": len(ordered)}  # fmt: skip
 

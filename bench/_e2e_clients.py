@@ -142,13 +142,13 @@ async def _post_all(url: str, path: str, bodies: Sequence[dict[str, Any]], *, co
         await asyncio.gather(*(one(b) for b in bodies))
 
 
-def redis_memory(url: str, stub_url: str, redis_port: int, *, embeddings: int, chats: int) -> dict[str, Any]:
+def redis_memory(url: str, stub_url: str, redis_url: str, *, embeddings: int, chats: int) -> dict[str, Any]:
     """Redis `used_memory` growth per cached 1536-d embedding and per ~2 KB chat completion (the stub answers
     at once and pads its answers to 2048 characters for this)."""
     control = f"{stub_url}/control"
     previous = httpx.post(control, json={}, timeout=5).json()
     httpx.post(control, json={"latency_ms": 0, "chat_chars": 2048}, timeout=5).raise_for_status()
-    client = redis.Redis(port=redis_port)
+    client = redis.Redis.from_url(redis_url)
     nonce = f"{time.time_ns()}"
     try:
         before = _cache_memory(client)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._common import BenchError
+
 _TICK = os.sysconf("SC_CLK_TCK")
 
 # wrk calls `done` once at the end: print its figures as one JSON line the bench parses.
@@ -93,7 +95,7 @@ class WrkResult:
 def wrk_binary() -> str:
     found = shutil.which("wrk") or ("/usr/bin/wrk" if Path("/usr/bin/wrk").exists() else None)
     if found is None:
-        raise SystemExit("wrk is not installed: run `make system-deps` (Debian: apt-get install wrk)")
+        raise BenchError("wrk is not installed: run `make system-deps` (Debian: apt-get install wrk)")
     return found
 
 

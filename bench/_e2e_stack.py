@@ -1,95 +1,54 @@
 """A local stack of its own for the end-to-end bench: free ports, a temporary run dir, always torn down.
 
-It drives deploy/stack.py as a user would and reads process ids from the run dir's supervisord
-(deploy.local.LocalRuntime), so the bench can freeze Redis and count each component's CPU time.
+It is deploy.client's stack (`python -m deploy.stack` as a user runs it) plus the process ids the bench needs to
+freeze Redis and count each component's CPU time, read from the run dir's supervisord (deploy.local).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from rag_api.config import DEMO_ADMIN_KEY, DEMO_TENANT_KEYS
+
+from deploy.client import StackClient
+from deploy.errors import StackError, StackStateError
 from deploy.local import LocalRuntime
-from deploy.ports import stack_ports
+from deploy.procs import children
+from deploy.readiness import wait_for as wait
 from deploy.topology import Topology
 
-ROOT = Path(__file__).resolve().parent.parent
-STACK = ROOT / "deploy" / "stack.py"
-# Public demo keys (.env.example); the bench's stack never reads the developer's .env.
-TENANT = "demo-school-123"
-ADMIN = "demo-admin"
+__all__ = ["ADMIN", "TENANT", "BenchStack", "bench_stack", "wait"]
 
-
-def wait(predicate: Callable[[], object], *, timeout: float, what: str, interval: float = 0.05) -> None:
-    """Poll until `predicate()` is truthy, or fail naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if predicate():
-                return
-        except Exception:  # a check that raises is simply "not yet"
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not within {timeout}s: {what}")
-        time.sleep(interval)
-
-
-def children(pid: int) -> list[int]:
-    """Direct children of `pid`, from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if int(stat[1]) == pid:
-                found.append(int(entry.name))
-    return found
+# The bench's stacks run without a `.env` (StackClient.on_free_ports), so their API accepts the demo keys;
+# BenchStack.up() checks that against the stack's own configuration.
+TENANT = DEMO_TENANT_KEYS.split(",")[0].split(":")[0]
+ADMIN = DEMO_ADMIN_KEY
 
 
 class BenchStack:
-    """One local stack (scaled behind nginx or a single API) on free ports under a temporary run dir."""
+    """One local stack (scaled behind nginx or a single API) on free ports under `run_dir`."""
 
-    def __init__(self, run_dir: Path, *, replicas: int, scaled: bool, env: dict[str, str] | None = None) -> None:
-        ports = stack_ports(replicas)
+    def __init__(self, run_dir: Path, *, replicas: int, scaled: bool, env: Mapping[str, str] | None = None) -> None:
         self.run_dir = run_dir
         self.replicas, self.scaled = replicas, scaled
-        self.options = ["--runtime", "local", "--run-dir", str(run_dir), "--env-file", str(run_dir / "no.env")]
-        self.options += [arg for name, port in ports.items() for arg in (f"--{name}-port", str(port))]
-        self.env = {**os.environ, **(env or {})}
+        self.client = StackClient.on_free_ports(run_dir, replicas, env=env)
         self.info: dict[str, Any] = {}
 
-    def cli(self, *args: str, timeout: float = 120) -> str:
-        done = subprocess.run(
-            [sys.executable, str(STACK), *self.options, *args],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"stack.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
-        return done.stdout
-
     def up(self) -> None:
-        args = ["up", "--replicas", str(self.replicas)] + (["--scaled"] if self.scaled else [])
-        self.cli(*args, "--timeout", "60")
-        self.info = json.loads(self.cli("info", "--json"))
+        self.info = self.client.up(self.replicas, scaled=self.scaled, timeout=90)
+        keys = self.info.get("keys", {})
+        if TENANT not in keys.get("tenants", {}) or keys.get("admin") != ADMIN:
+            raise StackStateError(f"the bench's stack does not run with the demo keys: {keys}")
 
     def down(self) -> None:
-        self.cli("down", timeout=90)
+        self.client.down(timeout=90)
 
     @property
     def url(self) -> str:
@@ -109,7 +68,8 @@ class BenchStack:
 
     def runtime(self) -> LocalRuntime:
         topology = Topology.load(self.run_dir)
-        assert topology is not None, "the stack is not up"
+        if topology is None:
+            raise StackStateError(f"no stack is up from {self.run_dir}")
         return LocalRuntime(topology)
 
     def pid(self, program: str) -> int:
@@ -139,10 +99,10 @@ class BenchStack:
         os.kill(self.pid("redis"), sig)
 
     def redis_kill(self) -> None:
-        self.cli("redis-kill")
+        self.client.check("redis-kill")
 
     def redis_start(self) -> None:
-        self.cli("redis-start")
+        self.client.check("redis-start")
 
 
 @contextmanager
@@ -156,5 +116,5 @@ def bench_stack(*, replicas: int, scaled: bool, env: dict[str, str] | None = Non
         finally:
             try:
                 stack.down()
-            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            except (StackError, OSError) as exc:
                 print(f"  (teardown: {exc})", file=sys.stderr)

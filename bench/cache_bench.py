@@ -35,7 +35,7 @@ def embedding() -> list[float]:
 
 
 def settings(url: str, **overrides: Any) -> Settings:
-    return Settings(redis_url=url, _env_file=None, **overrides)  # type: ignore[call-arg]
+    return Settings(redis_url=url, _env_file=None, **overrides)
 
 
 def time_sync(fn: Any, n: int) -> list[float]:
@@ -141,6 +141,7 @@ async def redis_hits(url: str, n: int) -> dict[str, Any]:
     bare = aredis.Redis.from_url(url)
     raw_key = tenant_key("embedding", 1, "raw")
     stored = await bare.get(raw_key)
+    assert isinstance(stored, bytes), "the cache wrote the embedding"
     await bare.set("bare:embedding", stored)
     for _ in range(200):  # warm connections and code paths
         await bare.get("bare:embedding")

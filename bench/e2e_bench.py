@@ -1,6 +1,6 @@
 """End to end, through nginx on a local scaled stack (3 replicas, 1 worker each): the cached hit path
 against a no-op route of the same app, Redis down and frozen, the cluster's hit ratio on a Zipf workload,
-and Redis memory per cached entry. `python bench/run.py e2e`; figures in reports/bench-e2e.json.
+and Redis memory per cached entry. `python -m bench.run e2e`; figures in reports/bench-e2e.json.
 
 The load generator is wrk (C, one thread); it shares the machine with nginx, the replicas and Redis, so
 its own CPU time is measured and reported with every window. Ratios compare windows of the same run,
@@ -10,6 +10,7 @@ both sides of a ratio alike; each ratio is the median over the rounds.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import statistics
@@ -18,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import httpx
 from rag_api.config import Settings
 
 from . import _e2e_clients as clients
@@ -42,6 +44,10 @@ def _body(text: str) -> str:
 
 
 CACHED = lua_script("POST", JSON_HEADERS, [_body(HOT_TEXT)])
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "What is a cached answer?"}]}
+CHAT_PLAIN = lua_script("POST", JSON_HEADERS, [json.dumps(CHAT)])
+CHAT_STREAM = lua_script("POST", JSON_HEADERS, [json.dumps({**CHAT, "stream": True})])
+TTFC_REQUESTS = 200
 HOT_SET_SCRIPT = lua_script("POST", JSON_HEADERS, [_body(t) for t in HOT_SET])
 # The ceiling: GET /healthz, the app's cheapest route (no auth, no body, a 15-byte answer) behind the same
 # nginx, middleware and metrics. It is the strict choice: the hit also reads a body, checks a key and
@@ -116,6 +122,44 @@ def throughput(stack: BenchStack) -> dict[str, Any]:
             "throughput": _ratio(rounds, "down", "up", "rps"),
             "p99": _ratio(rounds, "down", "up", "p99_ms"),
         },
+    }
+
+
+def streaming(stack: BenchStack) -> dict[str, Any]:
+    """The same cached chat answer asked plainly and streamed (a replay as SSE): throughput side by side, and
+    the time to the first content chunk of a cached stream (httpx, one request at a time)."""
+    clients.wait_coherent(stack.replica_urls)
+    for url in stack.replica_urls:  # cached on every replica, the plain answer serving the streamed one too
+        for _ in range(2):
+            httpx.post(f"{url}/v1/chat/completions", json=CHAT, headers=JSON_HEADERS, timeout=30).raise_for_status()
+    plain = _window(stack, "chat hit, plain", "/v1/chat/completions", CHAT_PLAIN)
+    streamed = _window(stack, "chat hit, streamed", "/v1/chat/completions", CHAT_STREAM)
+    firsts: list[float] = []
+    with httpx.Client(timeout=30) as client:
+        for _ in range(TTFC_REQUESTS):
+            started = time.perf_counter()
+            with client.stream(
+                "POST", f"{stack.url}/v1/chat/completions", json={**CHAT, "stream": True}, headers=JSON_HEADERS
+            ) as res:
+                assert res.headers["x-cache"] == "HIT", res.headers
+                first = None
+                for line in res.iter_lines():  # read to the end: the next request reuses the connection
+                    if first is None and '"content":"' in line and '"content":""' not in line:
+                        first = time.perf_counter() - started
+                assert first is not None, "no content chunk in the replay"
+                firsts.append(first)
+    ordered = sorted(firsts)
+    ttfc = {
+        "median_ms": round(statistics.median(ordered) * 1000, 3),
+        "p99_ms": round(ordered[int(len(ordered) * 0.99) - 1] * 1000, 3),
+        "requests": len(ordered),
+    }
+    print(f"    cached stream, time to first content chunk: median {ttfc['median_ms']} ms, p99 {ttfc['p99_ms']} ms")
+    return {
+        "plain": plain,
+        "streamed": streamed,
+        "streamed_vs_plain_throughput": round(streamed["rps"] / plain["rps"], 3),
+        "ttfc": ttfc,
     }
 
 
@@ -221,16 +265,19 @@ def main() -> bool:
         "ceiling_route": "GET /healthz",
         "hit_request": _body(HOT_TEXT),
     }
-    timeout_ms = Settings(_env_file=None).redis_socket_timeout * 1000  # type: ignore[call-arg]
+    timeout_ms = Settings(_env_file=None).redis_socket_timeout * 1000
     with bench_stack(replicas=3, scaled=True) as stack:
         print(f"  stack: {stack.url} -> {', '.join(stack.replica_urls)}")
         figures["throughput"] = _timed("cached hit vs ceiling, Redis up and down", lambda: throughput(stack))
+        figures["streaming"] = _timed("cached chat answer, plain and streamed", lambda: streaming(stack))
         figures["redis_frozen"] = _timed("Redis frozen (SIGSTOP) for 10 s", lambda: frozen(stack))
         figures["redis_frozen"]["allowed_increase_ms"] = timeout_ms
         zipf_cluster = _timed("Zipf workload, 3 replicas behind nginx", lambda: zipf(stack.url))
         figures["redis_memory"] = _timed(
             "Redis memory per entry",
-            lambda: clients.redis_memory(stack.url, stack.stub_url, stack.redis_port, embeddings=1000, chats=500),
+            lambda: clients.redis_memory(
+                stack.url, stack.stub_url, stack.info["redis_url"], embeddings=1000, chats=500
+            ),
         )
         figures["profile"] = _timed("profile of the hit path (py-spy)", lambda: hit_path_profile(stack))
     with bench_stack(replicas=1, scaled=False) as single:

@@ -1,1 +1,1 @@
-"""The stack's runtimes (Docker Compose, local supervisord) behind `deploy/stack.py` and the make targets."""
+"""The stack's runtimes (Docker Compose, local supervisord) behind `python -m deploy.stack` and the make targets."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from dotenv import dotenv_values
 from rag_api.config import DEMO_ADMIN_KEY, DEMO_TENANT_KEYS, Settings
@@ -32,3 +33,16 @@ def api_env(environ: Mapping[str, str], env_file: Path) -> dict[str, str]:
 def without_settings(environ: Mapping[str, str]) -> dict[str, str]:
     """`environ` minus every Settings variable, so only `api_env`'s choice reaches the processes."""
     return {k: v for k, v in environ.items() if k not in SETTINGS_ENV and k != "PROMETHEUS_MULTIPROC_DIR"}
+
+
+def stack_keys(environ: Mapping[str, str], env_file: Path) -> dict[str, Any]:
+    """The keys the stack's API accepts, as `api_env` hands them to it: {"tenants": {key: school}, "admin": key}.
+    Load tests and benchmarks use these, so a `.env` with real keys works as well as the demo keys."""
+    env = api_env(environ, env_file)
+    settings = Settings(
+        _env_file=None,
+        tenant_api_keys=env.get("TENANT_API_KEYS", ""),
+        admin_api_key=env.get("ADMIN_API_KEY") or None,
+    )
+    admin = settings.admin_api_key.get_secret_value() if settings.admin_api_key else None
+    return {"tenants": dict(settings.tenant_api_keys), "admin": admin}

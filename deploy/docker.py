@@ -1,21 +1,52 @@
-"""The Docker runtime: docker-compose.yml (+ docker-compose.scale.yml) through `docker compose`."""
+"""The Docker runtime: docker-compose.yml (+ docker-compose.scale.yml) through `docker compose`.
+
+It needs the standard library only (no venv): `make up-scaled RUNTIME=docker` runs it with the system's python3.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 
+from .errors import CommandFailed, RuntimeUnavailable, StackStateError
 from .readiness import answers, wait_all_behind_nginx, wait_for
-from .topology import ROOT, Topology
+from .topology import ROOT, Topology, ensure_redis_password
+
+# healthcheck.start_interval needs Engine >= 25; `!reset` and `env_file.required` need Compose >= 2.24.4.
+MIN_ENGINE = (25, 0)
+MIN_COMPOSE = (2, 24, 4)
 
 
-def engine_answers() -> bool:
-    """True when `docker info` reaches an engine within a few seconds."""
+def _version(text: str) -> tuple[int, ...]:
+    """(26, 1, 5) from '26.1.5+dfsg1', 'v2.26.1-4', ...; () when there is no number."""
+    match = re.search(r"(\d+(?:\.\d+)*)", text)
+    return tuple(int(part) for part in match.group(1).split(".")) if match else ()
+
+
+def _ask(*args: str) -> str | None:
+    """stdout of `docker <args>`, or None when docker is missing, fails or hangs."""
     try:
-        done = subprocess.run(["docker", "info"], capture_output=True, timeout=10, check=False)
+        done = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=15, check=False)
     except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def docker_unavailable() -> str | None:
+    """Why the Docker runtime cannot run here (no engine, engine or Compose too old), or None when it can."""
+    engine = _ask("version", "--format", "{{.Server.Version}}")
+    if engine is None:
+        return "no Docker engine answers `docker version`"
+    if _version(engine) < MIN_ENGINE:
+        return f"Docker Engine {engine} is older than {'.'.join(map(str, MIN_ENGINE))} (healthcheck.start_interval)"
+    compose = _ask("compose", "version", "--short")
+    if compose is None:
+        return "the Docker Compose plugin (`docker compose`) is not installed"
+    if _version(compose) < MIN_COMPOSE:
+        return f"Docker Compose {compose} is older than {'.'.join(map(str, MIN_COMPOSE))} (`!reset`, env_file.required)"
+    return None
 
 
 class DockerRuntime:
@@ -25,19 +56,32 @@ class DockerRuntime:
         self.t = topology
 
     def compose(self, *args: str, capture: bool = False) -> str:
+        """`docker compose <args>` on this stack's files; CommandFailed (with its output) when it fails."""
         files = ["-f", "docker-compose.yml"] + (["-f", "docker-compose.scale.yml"] if self.t.scaled else [])
         env = os.environ | {
+            "COMPOSE_PROJECT_NAME": self.t.project,
             "REPLICAS": str(self.t.replicas),
             "API_PORT": str(self.t.api_port),
             "NGINX_PORT": str(self.t.nginx_port),
             "STUB_PORT": str(self.t.stub_port),
+            "REDIS_PASSWORD": ensure_redis_password(self.t, os.environ),
+            "REDIS_MAXMEMORY": self.t.redis_maxmemory,
         }
-        done = subprocess.run(
-            ["docker", "compose", *files, *args], cwd=ROOT, env=env, check=True, text=True, capture_output=capture
-        )
+        argv = ["docker", "compose", *files, *args]
+        try:
+            # Not captured unless asked: `up --build` shows its progress as it goes.
+            done = subprocess.run(argv, cwd=ROOT, env=env, text=True, capture_output=capture, check=False)
+        except OSError as exc:
+            raise RuntimeUnavailable(f"cannot run docker: {exc}") from exc
+        if done.returncode != 0:
+            output = (done.stdout or "") + (done.stderr or "")
+            raise CommandFailed(f"`docker compose {' '.join(args)}` exited with {done.returncode}", output[-4000:])
         return done.stdout if capture else ""
 
     def up(self, timeout: float) -> None:
+        why = docker_unavailable()
+        if why:
+            raise RuntimeUnavailable(f"{why}; RUNTIME=local runs the same stack without Docker")
         self.t.save()
         self.compose("up", "-d", "--build", "--wait", "--wait-timeout", str(int(timeout)), "--remove-orphans")
         self.wait_ready(timeout)
@@ -67,12 +111,23 @@ class DockerRuntime:
     def redis_start(self, timeout: float = 60) -> None:
         self.compose("up", "-d", "--no-deps", "--wait", "--wait-timeout", str(int(timeout)), "redis")
 
+    def replicas(self) -> list[str]:
+        """The api containers' names in replica order (rag-cache-api-1, -2, ..., -10: by number, not as text)."""
+        out = self.compose("ps", "--format", "json", "api", capture=True).strip()
+        # Compose >= 2.21 prints one JSON object a line; older versions printed one array.
+        rows = json.loads(out) if out.startswith("[") else [json.loads(line) for line in out.splitlines()]
+        names = [str(row["Name"]) for row in rows if row.get("Name")]
+        return sorted(names, key=lambda name: int(name.rsplit("-", 1)[1]) if name[-1].isdigit() else 0)
+
     def replica_kill(self, index: int) -> str:
-        """SIGKILL one api container, then start it again (Docker treats a kill as a manual stop)."""
-        ids = self.compose("ps", "-q", "api", capture=True).split()
-        if not 1 <= index <= len(ids):
-            raise SystemExit(f"no api replica {index} (there are {len(ids)})")
-        container = sorted(ids)[index - 1]
-        subprocess.run(["docker", "kill", "--signal", "KILL", container], check=True, capture_output=True)
-        subprocess.run(["docker", "start", container], check=True, capture_output=True)
-        return f"api container {container[:12]} killed and started again"
+        """SIGKILL replica `index` (1-based, as in its name), then start it again (Docker treats a kill as a
+        manual stop, which `restart: unless-stopped` leaves alone)."""
+        names = self.replicas()
+        if not 1 <= index <= len(names):
+            raise StackStateError(f"no api replica {index} (there are {len(names)})")
+        name = names[index - 1]
+        for action in (["kill", "--signal", "KILL", name], ["start", name]):
+            done = subprocess.run(["docker", *action], capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise CommandFailed(f"`docker {' '.join(action)}` exited with {done.returncode}", done.stderr)
+        return f"{name} killed and started again"

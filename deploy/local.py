@@ -18,8 +18,10 @@ from supervisor.xmlrpc import SupervisorTransport
 
 from . import nginx_conf, supervisor_conf
 from .apienv import api_env, without_settings
-from .readiness import NotReady, answers, redis_answers, tail, wait_all_behind_nginx, wait_for
-from .topology import Topology
+from .errors import CommandFailed, NotReady, StackStateError
+from .procs import alive
+from .readiness import answers, redis_answers, tail, wait_all_behind_nginx, wait_for
+from .topology import Topology, ensure_redis_password
 
 
 class LocalRuntime:
@@ -61,24 +63,33 @@ class LocalRuntime:
     # --- commands ------------------------------------------------------------------------------------
     def up(self, timeout: float) -> None:
         if self.running():
-            raise SystemExit(f"a local stack already runs from {self.run}: `make down` first")
+            raise StackStateError(f"a local stack already runs from {self.run}: `make down` first")
         self._prepare()
         self.t.save()
         env = without_settings(os.environ) | api_env(os.environ, self.t.env_file) | {"PYTHONUNBUFFERED": "1"}
         upstream = env.pop("UPSTREAM_BASE_URL", None)
         (self.run / "supervisord.conf").write_text(supervisor_conf.render(self.t, upstream))
-        subprocess.run(
+        done = subprocess.run(
             [sys.executable, "-m", "supervisor.supervisord", "-c", str(self.run / "supervisord.conf")],
             env=env,
-            check=True,
+            capture_output=True,
+            text=True,
             timeout=30,
+            check=False,
         )
+        if done.returncode != 0:
+            raise CommandFailed(f"supervisord exited with {done.returncode}", done.stdout + done.stderr)
         wait_for(self.running, timeout=15, what="supervisord answers on its socket")
         self.wait_ready(timeout)
 
     def _prepare(self) -> None:
         for sub in ("logs", "redis"):
             (self.run / sub).mkdir(parents=True, exist_ok=True)
+        password = ensure_redis_password(self.t, os.environ)
+        # In a file (0600), not on the command line, where `ps` would show it.
+        conf = self.run / "redis" / "redis.conf"
+        conf.touch(mode=0o600)
+        conf.write_text(f'requirepass "{password}"\n')
         # Metrics files of processes that no longer exist would be summed into the new ones.
         shutil.rmtree(self.run / "prom", ignore_errors=True)
         for name in self.t.replica_ids:
@@ -94,7 +105,7 @@ class LocalRuntime:
             return max(0.5, deadline - time.monotonic())
 
         checks = [
-            ("Redis answers PING", partial(redis_answers, self.t.redis_port)),
+            ("Redis answers PING", partial(redis_answers, self.t.redis_port, self.t.redis_password)),
             ("the stub answers /healthz", partial(answers, f"{self.t.stub_url}/healthz")),
         ]
         checks += [
@@ -121,7 +132,7 @@ class LocalRuntime:
             groups = {int(p["pid"]) for p in self.processes() if p["pid"]}
             self.rpc().shutdown()
         if supervisord:
-            wait_for(lambda: not _alive(supervisord), timeout=60, what=f"supervisord (pid {supervisord}) exits")
+            wait_for(lambda: not alive(supervisord), timeout=60, what=f"supervisord (pid {supervisord}) exits")
         for pgid in groups:
             # Children run in their own process groups (supervisord's setpgrp), e.g. gunicorn and its workers.
             try:
@@ -154,39 +165,25 @@ class LocalRuntime:
         pid = self.pid_of("redis")
         if pid:
             os.kill(pid, signal.SIGKILL)
-            wait_for(lambda: not _alive(pid), timeout=10, what=f"redis-server (pid {pid}) is gone")
+            wait_for(lambda: not alive(pid), timeout=10, what=f"redis-server (pid {pid}) is gone")
         wait_for(lambda: self.rpc().getProcessInfo("redis")["pid"] == 0, timeout=10, what="supervisord saw Redis exit")
 
     def redis_start(self, timeout: float = 30) -> None:
         if not self.pid_of("redis"):
             self.rpc().startProcess("redis", True)
-        wait_for(lambda: redis_answers(self.t.redis_port), timeout=timeout, what="Redis answers PING (AOF loaded)")
+        wait_for(
+            lambda: redis_answers(self.t.redis_port, self.t.redis_password),
+            timeout=timeout,
+            what="Redis answers PING (AOF loaded)",
+        )
 
     def replica_kill(self, index: int) -> str:
         """SIGKILL replica `index` (1-based) with its workers; supervisord starts it again."""
+        if not 1 <= index <= self.t.replicas:
+            raise StackStateError(f"no api replica {index} (there are {self.t.replicas})")
         name = self.t.replica_ids[index - 1]
         pid = self.pid_of(f"api:{name}")
         if not pid:
-            raise SystemExit(f"{name} is not running")
+            raise StackStateError(f"{name} is not running")
         os.killpg(pid, signal.SIGKILL)
         return f"{name} (pid {pid}, 127.0.0.1:{self.t.replica_ports[index - 1]}) killed; supervisord restarts it"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie still answers kill(0); it is dead for our purposes.
-    try:
-        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-
-
-def show_logs_and_fail(runtime: LocalRuntime, error: NotReady) -> None:
-    print(runtime.logs(30), file=sys.stderr)
-    print(runtime.ps(), file=sys.stderr)
-    raise SystemExit(f"not ready: {error}. The stack is left running for inspection: `make logs`, `make down`.")

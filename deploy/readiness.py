@@ -7,27 +7,33 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
-import redis
+from .errors import NotReady
+
+__all__ = ["NotReady", "answers", "http_get", "redis_answers", "tail", "wait_all_behind_nginx", "wait_for"]
 
 
-class NotReady(Exception):
-    """A condition did not hold before its deadline."""
+T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.1) -> None:
-    """Poll `predicate` until it is true, or raise NotReady naming `what` after `timeout` seconds."""
+def wait_for(predicate: Callable[[], T], *, timeout: float, what: str = "", interval: float = 0.1) -> T:
+    """Poll `predicate` until it returns a truthy value (returned), or raise NotReady naming `what` after
+    `timeout` seconds. A predicate that raises counts as "not yet", except NotReady, which means "never"."""
     deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
     while True:
         try:
-            if predicate():
-                return
+            result = predicate()
+            if result:
+                return result
         except NotReady:
             raise
-        except Exception:
-            pass
+        except Exception as exc:
+            last_error = exc
         if time.monotonic() >= deadline:
-            raise NotReady(f"{what}: not within {timeout:.0f}s")
+            detail = f" (last error: {last_error!r})" if last_error else ""
+            raise NotReady(f"{what or predicate!r}: not within {timeout:g}s{detail}")
         time.sleep(interval)
 
 
@@ -46,10 +52,12 @@ def answers(url: str) -> bool:
     return http_get(url)[0] == 200
 
 
-def redis_answers(port: int) -> bool:
+def redis_answers(port: int, password: str = "") -> bool:
     """PONG from the Redis on 127.0.0.1:`port` (a LOADING or refused connection is not ready)."""
+    import redis  # the local runtime's dependency; the Docker path runs on the standard library alone
+
     try:
-        with redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=1) as client:
+        with redis.Redis(port=port, password=password or None, socket_timeout=1, socket_connect_timeout=1) as client:
             return bool(client.ping())
     except redis.RedisError:
         return False

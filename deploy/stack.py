@@ -1,9 +1,12 @@
-#!/usr/bin/env python3
 """The CLI behind the make targets: bring the stack up and down, inspect it, and break Redis or a replica.
 
-deploy/stack.py [--runtime auto|docker|local] up [--scaled] [--replicas N]
-deploy/stack.py down | ps | logs | redis-stop | redis-kill | redis-start | replica-kill [--index I]
-deploy/stack.py info --json
+python -m deploy.stack [--runtime auto|docker|local] up [--scaled] [--replicas N]
+python -m deploy.stack down | ps | logs | redis-stop | redis-kill | redis-start | replica-kill [--index I]
+python -m deploy.stack info [--json]     the running stack's URLs (--json: also the keys its API accepts)
+python -m deploy.stack which             the runtime `up` would use, and why (on stderr)
+
+The Docker runtime needs the standard library only; the local runtime needs the project's venv.
+Exit status: 0 done, 1 the command failed (the logs are printed), 2 the runtime cannot run here.
 """
 
 from __future__ import annotations
@@ -14,21 +17,18 @@ import os
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # run as a script: make the `deploy` package importable
+from .errors import CommandFailed, NotReady, RuntimeUnavailable, StackError
+from .runtime import Runtime, resolve, runtime_for
+from .topology import ROOT, Topology, compose_project, default_ports, redis_maxmemory
 
-from deploy.docker import DockerRuntime, engine_answers  # noqa: E402
-from deploy.local import LocalRuntime, show_logs_and_fail  # noqa: E402
-from deploy.readiness import NotReady  # noqa: E402
-from deploy.topology import Topology, default_ports  # noqa: E402
-
-COMMANDS = ("up", "down", "ps", "logs", "redis-stop", "redis-kill", "redis-start", "replica-kill", "info")
+COMMANDS = ("up", "down", "ps", "logs", "redis-stop", "redis-kill", "redis-start", "replica-kill", "info", "which")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     ports = default_ports()
-    p = argparse.ArgumentParser(prog="stack.py", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m deploy.stack", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     p.add_argument("--runtime", choices=("auto", "docker", "local"), default=os.environ.get("RUNTIME", "auto"))
     p.add_argument("--run-dir", type=Path, default=Path(os.environ.get("STACK_RUN_DIR", ROOT / ".run")))
     p.add_argument("--env-file", type=Path, default=ROOT / ".env", help="Settings for the API (default .env)")
@@ -52,12 +52,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def choose(args: argparse.Namespace) -> tuple[Topology, str]:
     """The topology to act on and why that runtime: the one already up, else the flag, else auto."""
     saved = Topology.load(args.run_dir)
-    if args.command != "up" and saved and args.runtime in ("auto", saved.runtime):
+    if args.command not in ("up", "which") and saved and args.runtime in ("auto", saved.runtime):
         return saved, f"the stack that is up, from {args.run_dir / 'stack.json'}"
-    runtime, why = args.runtime, "--runtime/RUNTIME"
-    if runtime == "auto":
-        runtime = "docker" if engine_answers() else "local"
-        why = "auto: a Docker engine answered" if runtime == "docker" else "auto: no Docker engine answered"
+    runtime, why = resolve(args.runtime)
     ports = {name: getattr(args, name) for name in default_ports()}
     topology = Topology(
         runtime=runtime,
@@ -66,48 +63,92 @@ def choose(args: argparse.Namespace) -> tuple[Topology, str]:
         replicas=args.replicas,
         workers=args.workers,
         env_file=args.env_file.resolve(),
+        project=compose_project(args.run_dir, os.environ),
+        redis_maxmemory=redis_maxmemory(os.environ),
         **ports,
     )
     return topology, why
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
-    topology, why = choose(args)
-    print(f"[stack] runtime: {topology.runtime} ({why})", file=sys.stderr)
-    runtime = LocalRuntime(topology) if topology.runtime == "local" else DockerRuntime(topology)
+def info(topology: Topology, as_json: bool) -> str:
+    data = topology.info()
+    if not as_json:
+        return "\n".join(f"{k}: {v}" for k, v in data.items())
+    try:
+        from .apienv import stack_keys  # needs the venv (the API's Settings parse the keys)
+    except ImportError:
+        pass
+    else:
+        data["keys"] = stack_keys(os.environ, topology.env_file)
+    return json.dumps(data)
+
+
+def run(args: argparse.Namespace, topology: Topology, runtime: Runtime) -> str:
+    """Carry out one command; returns what to print. Raises StackError."""
     command = args.command
     if command == "up":
-        try:
-            runtime.up(args.timeout)
-        except NotReady as error:
-            if isinstance(runtime, LocalRuntime):
-                show_logs_and_fail(runtime, error)
-            print(runtime.logs(30), file=sys.stderr)
-            raise SystemExit(f"not ready: {error}") from None
-        info = topology.info()
-        print(f"[stack] ready: API at {info['api_url']} ({topology.replicas} replica(s)), stub at {info['stub_url']}")
-    elif command == "down":
+        runtime.up(args.timeout)
+        data = topology.info()
+        return f"[stack] ready: API at {data['api_url']} ({topology.replicas} replica(s)), stub at {data['stub_url']}"
+    if command == "down":
         runtime.down()
-        print("[stack] down")
-    elif command == "ps":
-        print(runtime.ps())
-    elif command == "logs":
-        print(runtime.logs(args.lines))
-    elif command == "redis-stop":
+        return "[stack] down"
+    if command == "ps":
+        return runtime.ps()
+    if command == "logs":
+        return runtime.logs(args.lines)
+    if command == "redis-stop":
         runtime.redis_stop()
-        print("[stack] Redis stopped (SIGTERM)")
-    elif command == "redis-kill":
+        return "[stack] Redis stopped (SIGTERM)"
+    if command == "redis-kill":
         runtime.redis_kill()
-        print("[stack] Redis killed (SIGKILL); `make redis-start` brings it back")
-    elif command == "redis-start":
+        return "[stack] Redis killed (SIGKILL); `make redis-start` brings it back"
+    if command == "redis-start":
         runtime.redis_start()
-        print("[stack] Redis started and answering")
-    elif command == "replica-kill":
-        print(f"[stack] {runtime.replica_kill(args.index)}")
-    elif command == "info":
-        info = topology.info()
-        print(json.dumps(info) if args.json else "\n".join(f"{k}: {v}" for k, v in info.items()))
+        return "[stack] Redis started and answering"
+    if command == "replica-kill":
+        return f"[stack] {runtime.replica_kill(args.index)}"
+    return info(topology, args.json)
+
+
+def show_failure(runtime: Runtime, error: StackError) -> None:
+    """What a failed `up` leaves to read: the command's own output, the logs and the status of each part."""
+    if isinstance(error, CommandFailed) and error.output:
+        print(error.output, file=sys.stderr)
+    for what in ("logs", "ps"):
+        try:
+            print(runtime.logs(30) if what == "logs" else runtime.ps(), file=sys.stderr)
+        except StackError as exc:  # the logs are a courtesy; the first error is the one to report
+            print(f"(could not read the logs: {exc})", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The only place that turns a StackError into a message and an exit status."""
+    args = parse(argv)
+    try:
+        topology, why = choose(args)
+        print(f"[stack] runtime: {topology.runtime} ({why})", file=sys.stderr)
+        if args.command == "which":  # the Makefile asks before any venv exists
+            print(topology.runtime)
+            return 0
+        runtime = runtime_for(topology)
+        print(run(args, topology, runtime))
+    except RuntimeUnavailable as error:
+        print(f"[stack] {args.command}: {error}", file=sys.stderr)
+        return 2
+    except (NotReady, CommandFailed) as error:
+        if args.command == "up":
+            show_failure(runtime, error)
+            print(
+                f"[stack] not ready: {error}. Left as it is for inspection: `make logs`, `make down`.", file=sys.stderr
+            )
+        else:
+            print(getattr(error, "output", ""), file=sys.stderr)
+            print(f"[stack] {args.command} failed: {error}", file=sys.stderr)
+        return 1
+    except StackError as error:
+        print(f"[stack] {args.command}: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from .errors import RuntimeUnavailable
 from .topology import ROOT, Topology
 
 GUNICORN_CONF = ROOT / "services" / "api" / "gunicorn.conf.py"
@@ -18,7 +19,7 @@ def binary(name: str) -> str:
     for candidate in (shutil.which(name), f"/usr/sbin/{name}", f"/usr/bin/{name}"):
         if candidate and Path(candidate).exists():
             return candidate
-    raise SystemExit(f"{name} is not installed: run `make system-deps` (Debian: apt-get install {name})")
+    raise RuntimeUnavailable(f"{name} is not installed: run `make system-deps` (Debian: apt-get install {name})")
 
 
 def _value(text: str) -> str:
@@ -59,7 +60,7 @@ def replica_env(topology: Topology, index: int, upstream_base_url: str | None) -
     return {
         "INSTANCE_ID": name,
         "PROMETHEUS_MULTIPROC_DIR": str(topology.run_dir / "prom" / name),
-        "REDIS_URL": f"redis://127.0.0.1:{topology.redis_port}/0",
+        "REDIS_URL": topology.redis_url,
         "UPSTREAM_BASE_URL": upstream_base_url or f"{topology.stub_url}/v1",
     }
 
@@ -87,9 +88,10 @@ def render(topology: Topology, upstream_base_url: str | None = None) -> str:
             "redis",
             [
                 binary("redis-server"),
+                str(run / "redis" / "redis.conf"),  # requirepass (deploy/local.py writes it, mode 0600)
                 *("--port", str(topology.redis_port), "--bind", "127.0.0.1", "--dir", str(run / "redis")),
                 *("--appendonly", "yes", "--appendfsync", "everysec", "--save", ""),
-                *("--maxmemory", "512mb", "--maxmemory-policy", "allkeys-lru", "--daemonize", "no"),
+                *("--maxmemory", topology.redis_maxmemory, "--maxmemory-policy", "allkeys-lru", "--daemonize", "no"),
             ],
             logs / "redis.log",
             priority=10,

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
+import re
+import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
+
+from .errors import StackStateError
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE_FILE = "stack.json"
+PASSWORD_FILE = "redis-password"
 
 
 def _env_int(name: str, default: int) -> int:
@@ -31,6 +39,10 @@ class Topology:
     redis_port: int = 6379
     workers: int | None = None
     env_file: Path = ROOT / ".env"
+    # Docker: the Compose project (container, network and volume names). See compose_project().
+    project: str = "rag-cache"
+    # Redis's maxmemory (REDIS_MAXMEMORY), in both runtimes: small values let a test fill it quickly.
+    redis_maxmemory: str = "512mb"
 
     @property
     def replica_ids(self) -> list[str]:
@@ -59,10 +71,19 @@ class Topology:
         return self.nginx_url or f"http://127.0.0.1:{self.api_port}"
 
     @property
+    def redis_password(self) -> str:
+        """The stack's Redis password (see ensure_redis_password), "" before the stack was first brought up."""
+        try:
+            return (self.run_dir / PASSWORD_FILE).read_text().strip()
+        except OSError:
+            return ""
+
+    @property
     def redis_url(self) -> str:
         if self.runtime == "docker":
             return "redis://redis:6379/0 (Compose network only; `docker compose exec redis redis-cli`)"
-        return f"redis://127.0.0.1:{self.redis_port}/0"
+        auth = f":{quote(self.redis_password, safe='')}@" if self.redis_password else ""
+        return f"redis://{auth}127.0.0.1:{self.redis_port}/0"
 
     def info(self) -> dict[str, Any]:
         """What `stack.py info --json` prints; the Locust helper and the tests read it."""
@@ -77,6 +98,7 @@ class Topology:
             "replicas": self.replicas,
             "scaled": self.scaled,
             "run_dir": str(self.run_dir),
+            **({"compose_project": self.project} if self.runtime == "docker" else {}),
         }
 
     def save(self) -> None:
@@ -96,6 +118,50 @@ class Topology:
 
     def forget(self) -> None:
         (self.run_dir / STATE_FILE).unlink(missing_ok=True)
+
+
+def compose_project(run_dir: Path, environ: Mapping[str, str]) -> str:
+    """The Compose project of a stack: COMPOSE_PROJECT_NAME when set; `rag-cache` (the Compose file's name) for
+    the default run dir; else one named after the run dir, so that stacks from two run dirs on one engine
+    (two checkouts, a test's own stack) never take over each other's containers, as local stacks never share."""
+    if environ.get("COMPOSE_PROJECT_NAME"):
+        return environ["COMPOSE_PROJECT_NAME"]
+    if run_dir.resolve() == (ROOT / ".run").resolve():
+        return "rag-cache"
+    return f"rag-cache-{hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:8]}"
+
+
+def ensure_redis_password(topology: Topology, environ: Mapping[str, str]) -> str:
+    """The stack's Redis password, kept in its run dir (mode 0600) for every later command: REDIS_PASSWORD from
+    the shell or `.env` when set, else one made on the stack's first command, so no stack runs on a password
+    published in this repository (nor, locally, on none)."""
+    chosen = environ.get("REDIS_PASSWORD") or _env_file_value(topology.env_file, "REDIS_PASSWORD")
+    kept = topology.run_dir / PASSWORD_FILE
+    if not chosen and kept.exists():
+        return kept.read_text().strip()
+    topology.run_dir.mkdir(parents=True, exist_ok=True)
+    kept.touch(mode=0o600)
+    kept.chmod(0o600)
+    kept.write_text(chosen or secrets.token_urlsafe(24))
+    return kept.read_text().strip()
+
+
+def _env_file_value(env_file: Path, name: str) -> str:
+    if not env_file.exists():
+        return ""
+    for line in env_file.read_text().splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and key.strip() == name:
+            return value.strip().strip("'\"")
+    return ""
+
+
+def redis_maxmemory(environ: Mapping[str, str]) -> str:
+    """REDIS_MAXMEMORY as Redis reads it (bytes, or a number with kb/mb/gb), checked before anything starts."""
+    value = environ.get("REDIS_MAXMEMORY", "512mb").strip().lower()
+    if not re.fullmatch(r"\d+(kb|mb|gb|k|m|g|b)?", value):
+        raise StackStateError(f"REDIS_MAXMEMORY must be a number of bytes, optionally with kb, mb or gb: {value!r}")
+    return value
 
 
 def default_ports() -> dict[str, int]:

@@ -11,8 +11,18 @@ Thresholds (stated in every verdict):
   phases over the warm requests only (a cold miss waits for the model's failure, bounded by the deadline);
 - chaos: after Redis answers again (the end of `redis-start`), the hit ratio over a rolling 3 s window is back
   to the warm level (the warm phase's last 5 s) minus hit_tolerance within recovery_s seconds;
-- sharing: cross-instance hits > 0 and upstream calls / unique keys = 1.00 for embeddings and chat, over the
-  keys whose requests completed (a key whose only request was cut off by the end of the run may cost 0 or 1).
+- sharing: cross-instance hits > 0 and upstream calls / unique keys = 1.00 for embeddings, chat and streamed
+  chat (the stub's `chat_streams`), over the keys whose requests completed (a key whose only request was cut
+  off by the end of the run may cost 0 or 1);
+- streamed chat: a stream is ok when it ends with `data: [DONE]` after content (loadtest/outcome.py); an
+  error event is a mapped model error for a cold key in a model phase and a failure anywhere else, and a
+  stream cut off mid-way is a failure, in the phase it was sent in like any request, with one exception: a
+  stream in flight when a replica was SIGKILLed that broke off during the kill (from the command's start to
+  KILL_CUT_SLACK_S after its end) is counted apart and reported (WARN), not failed. nginx retries a plain
+  request in flight on a dying replica, which is why those must not fail; no proxy can retry an answer it has
+  begun to send, so that cut is the client's to retry. An error event is never excused this way. Chaos: zero
+  failed streams in the Redis phases (a phase without any stream is n/a); time to first content chunk p50/p95
+  is reported per phase, not bounded.
 
 A check the run could not measure (no cold key in a model phase, no stub figures, the run ended before the
 recovery window closed) is reported as n/a with what was missing, never as a failure; a warm phase that
@@ -25,8 +35,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from loadtest.plan import MODEL_PHASES, Phase
+from loadtest.plan import MODEL_PHASES, REDIS_PHASES, Phase
 from loadtest.recorder import percentile
+
+# How long after the replica-kill command returns a stream may still break off because of it (the client sees
+# the closed connection at once; the slack covers the command returning before the process is gone).
+KILL_CUT_SLACK_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -45,8 +59,9 @@ class Thresholds:
             return [
                 "zero failed requests",
                 "cross-instance hits > 0",
-                "upstream calls / unique keys = 1.00 exactly (embedding inputs and chat requests), over the keys "
-                "whose requests completed; a key cut off by the end of the run may add 0 or 1 call",
+                "upstream calls / unique keys = 1.00 exactly (embedding inputs, chat requests, chat streams), over "
+                "the keys whose requests completed; a key cut off by the end of the run may add 0 or 1 call",
+                "a stream is ok when it ends with data: [DONE] after content; an error event or a cut is a failure",
                 rate,
             ]
         return [
@@ -55,6 +70,9 @@ class Thresholds:
             "model phases: any non-200 for a warm key fails; a cold key may get a mapped model error "
             "(429 with Retry-After, 502, 504, from a replica, OpenAI's envelope), counted apart",
             "model phases: upstream calls / client requests <= 1.00",
+            "Redis phases: zero failed streams (an error event, a cut, no data: [DONE])",
+            "a stream in flight on a killed replica that broke off during the kill: reported (WARN), not failed "
+            "(no proxy can retry an answer it has begun); any other cut fails",
             f"p95 of every phase <= {self.p95_factor:g} x warm p95 + {self.p95_slack_ms:g} ms "
             "(warm p95: second half of the warm phase; model phases: warm requests only)",
             f"hit ratio (rolling 3 s) back to warm level - {self.hit_tolerance:g} "
@@ -99,9 +117,11 @@ def phase_figures(
     phase: Phase,
     upstream_calls: int | None = None,
     windows: list[tuple[float, float]] | None = None,
+    kills: list[tuple[float, float]] | None = None,
 ) -> dict[str, Any]:
     """What one phase saw; `failures` counts mapped errors outside the model windows (default: the phase
-    itself when it is a model phase) as failures."""
+    itself when it is a model phase) as failures, and not the streams cut by a replica kill (`kills`: when
+    each replica-kill command started and ended)."""
     secs = seconds_in(timeline, phase.start, phase.end)
     requests = sum(s["requests"] for s in secs)
     tiers, mapped = _sum_counts(secs, "tiers"), _sum_counts(secs, "mapped")
@@ -109,9 +129,14 @@ def phase_figures(
     if windows is None:
         windows = [(phase.start, phase.end)] if phase.name in MODEL_PHASES else []
     unexpected = sum(sum(s.get("mapped", {}).values()) for s in secs if not in_windows(s["t"], windows))
-    hard = sum(s["failures"] for s in secs)
-    warm_failures = sum(s.get("warm_failures", 0) for s in secs)
+    excused = [cut for s in secs for cut in s.get("stream_cuts", []) if cut_by_kill(cut, kills or [])]
+    excused_warm = sum(1 for cut in excused if cut[2])
+    hard = sum(s["failures"] for s in secs) - len(excused)
+    warm_failures = sum(s.get("warm_failures", 0) for s in secs) - excused_warm
     cold_latencies = [x for s in secs for x in s.get("cold_latencies_ms", [])]
+    ttfc = [x for s in secs for x in s.get("ttfc_ms", [])]
+    stream_totals = [x for s in secs for x in s.get("stream_total_ms", [])]
+    stream_unexpected = sum(s.get("stream_mapped", 0) for s in secs if not in_windows(s["t"], windows))
     return {
         "phase": phase.name,
         "from_s": round(phase.start - timeline["started_at"], 1),
@@ -133,16 +158,31 @@ def phase_figures(
         "cross_instance_hits": sum(s["cross_instance_hits"] for s in secs),
         "redis_tier_share": (tiers.get("redis", 0) / served) if served else None,
         "upstream_calls": upstream_calls,
+        "stream_requests": sum(s.get("stream_requests", 0) for s in secs),
+        "stream_failures": sum(s.get("stream_failures", 0) for s in secs) + stream_unexpected - len(excused),
+        "stream_cut_by_kill": len(excused),
+        "stream_mapped": sum(s.get("stream_mapped", 0) for s in secs),
+        "stream_roles": _sum_counts(secs, "stream_roles"),
+        "ttfc_p50_ms": percentile(ttfc, 50),
+        "ttfc_p95_ms": percentile(ttfc, 95),
+        "stream_total_p50_ms": percentile(stream_totals, 50),
+        "stream_total_p95_ms": percentile(stream_totals, 95),
     }
 
 
+def cut_by_kill(cut: list[float], kills: list[tuple[float, float]]) -> bool:
+    """True when a stream cut off ([sent, broke off, warm]) was sent before a kill ended and broke off during it."""
+    sent, broke = cut[0], cut[1]
+    return any(sent <= end and start <= broke <= end + KILL_CUT_SLACK_S for start, end in kills)
+
+
 def upstream_calls_by_phase(snapshots: list[tuple[str, dict[str, int]]], end: dict[str, int]) -> dict[str, int]:
-    """Model calls (embedding and chat requests) per phase, from the stub's counters at each phase start;
+    """Model calls (embedding and chat requests, chat streams) per phase, from the stub's counters at each phase start;
     a phase whose counters at either edge are missing (the stub did not answer) is left out."""
     marks = [*snapshots, ("", end)]
 
     def calls(stats: dict[str, int]) -> int:
-        return stats.get("embedding_requests", 0) + stats.get("chat_requests", 0)
+        return stats.get("embedding_requests", 0) + stats.get("chat_requests", 0) + stats.get("chat_streams", 0)
 
     return {
         name: calls(marks[i + 1][1]) - calls(stats)
@@ -203,6 +243,7 @@ def sharing_checks(
     for label, kind, counter in (
         ("embedding inputs / unique embedding keys", "embedding", "embedding_inputs"),
         ("chat requests / unique chat keys", "chat", "chat_requests"),
+        ("upstream streams / unique streaming keys", "stream", "chat_streams"),
     ):
         if counter not in stub:
             out.append(not_measured(label, "the stub's counters did not answer", "= 1.00 (exactly)"))
@@ -238,6 +279,26 @@ def model_checks(fig: dict[str, Any], th: Thresholds) -> list[dict[str, Any]]:
     else:
         out.append(check(name, f"{calls}/{requests} = {calls / requests:.2f}", "<= 1.00", calls <= requests))
     return out
+
+
+def stream_check(fig: dict[str, Any]) -> dict[str, Any]:
+    """Zero failed streamed answers in a phase; n/a when none was asked (the claim would hold vacuously)."""
+    name, threshold = f"failed streams [{fig['phase']}]", "== 0"
+    streams, failed = fig.get("stream_requests", 0), fig.get("stream_failures", 0)
+    if not streams:
+        return not_measured(name, "no streamed request in this phase", threshold)
+    ttfc = "-" if fig.get("ttfc_p95_ms") is None else f"{fig['ttfc_p95_ms']:.0f} ms"
+    return check(name, f"{failed} of {streams} (TTFC p95 {ttfc})", threshold, failed == 0)
+
+
+def kill_cut_check(figures: list[dict[str, Any]]) -> dict[str, Any]:
+    """Streams the replica kill cut mid-answer: counted apart and reported (WARN), never hidden."""
+    name, threshold = "streams cut by the replica kill", "reported, not failed (any other cut fails)"
+    cut = sum(f.get("stream_cut_by_kill", 0) for f in figures)
+    if not cut:
+        return check(name, 0, threshold, True)
+    value = f"{cut} (in flight on the killed replica; no proxy can retry an answer it has begun)"
+    return {"check": name, "value": value, "threshold": threshold, "passed": True, "result": "WARN"}
 
 
 def recovery_check(
@@ -287,8 +348,12 @@ def chaos_checks(
             out.append(check(name, f"{p95:.0f} ms", f"<= {bound:.0f} ms", p95 <= bound))
         if model:
             out += model_checks(fig, th)
+        if fig["phase"] in REDIS_PHASES:
+            out.append(stream_check(fig))
     if any(p.name == "redis-down" for p in phases):
         out.append(recovery_check(timeline, phases, redis_back, th))
+    if any(p.name == "replica-down" for p in phases):
+        out.append(kill_cut_check(figures))
     return out
 
 
@@ -314,8 +379,8 @@ def notes(
 
 def summary_line(figures: list[dict[str, Any]], unique: dict[str, int], stub: dict[str, int]) -> str:
     """Failures, cross-instance hits and upstream calls per unique key, for the plot's title."""
-    keys = unique.get("embedding", 0) + unique.get("chat", 0)
-    calls = stub.get("embedding_inputs", 0) + stub.get("chat_requests", 0)
+    keys = unique.get("embedding", 0) + unique.get("chat", 0) + unique.get("stream", 0)
+    calls = stub.get("embedding_inputs", 0) + stub.get("chat_requests", 0) + stub.get("chat_streams", 0)
     ratio = f"{calls / keys:.2f}" if keys else "n/a"
     mapped = sum(sum(f["mapped"].values()) for f in figures if f["phase"] in MODEL_PHASES)
     return (

@@ -17,6 +17,19 @@ from loadtest.plan import phase_start
 from loadtest.stackctl import ActionRecord, Stack, stub_stats
 
 
+def control(stub_url: str, **knobs: float) -> dict[str, Any]:
+    """The stub's `POST /control` with `knobs` (none: just read the current ones); returns its knobs."""
+    req = urllib.request.Request(
+        f"{stub_url}/control",
+        method="POST",
+        data=json.dumps(knobs).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        answer: dict[str, Any] = json.loads(resp.read())
+    return answer
+
+
 class Model:
     """The upstream stub's failure knobs; `heal()` restores the latency it had when the run began."""
 
@@ -34,15 +47,7 @@ class Model:
 
     def control(self, **knobs: float) -> dict[str, Any]:
         """`POST /control` with `knobs` (none: just read the current ones)."""
-        req = urllib.request.Request(
-            f"{self.url}/control",
-            method="POST",
-            data=json.dumps(knobs).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            answer: dict[str, Any] = json.loads(resp.read())
-        return answer
+        return control(self.url, **knobs)
 
     def act(self, name: str, due_at: float) -> ActionRecord:
         started = time.time()

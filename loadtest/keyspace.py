@@ -8,10 +8,26 @@ climbs as the hot keys fill the cache while the long tail keeps producing misses
 from __future__ import annotations
 
 import itertools
+import os
 import random
 from dataclasses import dataclass
 
-TENANT_KEYS: dict[str, int] = {"demo-school-123": 123, "demo-school-456": 456}
+from rag_api.config import DEMO_ADMIN_KEY as DEMO_ADMIN_KEY
+from rag_api.config import DEMO_TENANT_KEYS as _DEMO_TENANT_KEYS
+
+# run.py puts the running stack's tenant keys here for the Locust processes (`key:school,key:school`).
+KEYS_VARIABLE = "LOADTEST_TENANT_KEYS"
+
+
+def parse_tenant_keys(text: str) -> dict[str, int]:
+    """`key:school,key:school` (TENANT_API_KEYS' format) as {key: school}."""
+    pairs = (item.rsplit(":", 1) for item in text.split(",") if item.strip())
+    return {key.strip(): int(school) for key, school in pairs}
+
+
+DEMO_TENANT_KEYS = parse_tenant_keys(_DEMO_TENANT_KEYS)
+# The users' keys: the stack's (handed over by run.py), else the demo keys.
+TENANT_KEYS: dict[str, int] = parse_tenant_keys(os.environ.get(KEYS_VARIABLE, "")) or DEMO_TENANT_KEYS
 
 _SUBJECTS = (
     "photosynthesis",
@@ -65,6 +81,12 @@ def questions(n: int) -> list[str]:
     return [f"Explain {t.replace('(passage', '(question')} in three sentences." for t in texts(n)]
 
 
+def stream_questions(n: int) -> list[str]:
+    """`n` distinct questions asked with `stream: true`, none equal to a `questions()` prompt: a streamed and a
+    plain request with the same body share one cache entry, and the sharing verdict counts each kind apart."""
+    return [f"Walk me through {t.replace('(passage', '(stream')} step by step." for t in texts(n)]
+
+
 class ZipfSampler:
     """Draws ranks 0..n-1 with probability proportional to 1 / (rank + 1) ** s, from its own seeded RNG."""
 
@@ -96,6 +118,7 @@ class KeyspaceConfig:
 
     n_texts: int = 500
     n_questions: int = 200
+    n_stream_questions: int = 100
     zipf_s: float = 1.1
     seed: int = 20240601
     embedding_model: str = "text-embedding-3-small"

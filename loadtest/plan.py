@@ -27,6 +27,8 @@ CHAOS_PLAN = (
 DEFAULT_DURATION = float(sum(seconds for _, _, seconds in CHAOS_PLAN))
 # Phases in which a cold key may be answered with a mapped model error (429, 502, 504) instead of 200.
 MODEL_PHASES = frozenset(("model-down", "model-slow", "model-429", "model-back"))
+# Phases that start with Redis killed or just restarted: streamed answers are checked apart in them.
+REDIS_PHASES = frozenset(("redis-down", "redis-back"))
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ One `Recorder` lives in the Locust process. It learns which instance computed ea
 MISS/PARTIAL responses (their `X-Instance` header), so a later HIT served by another instance is counted
 as a cross-instance hit: proof that the value travelled through the shared tier. It also knows which keys
 are warm (answered 200 before) and which requests completed, so a key whose request was cut off when the
-run stopped is counted apart.
+run stopped is counted apart. Streamed chat answers (`stream` in a request's context) also leave their time
+to first content chunk, total time and `X-Cache-Stream` role (replay, leader, follower).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 CACHE_OUTCOMES = ("HIT", "MISS", "PARTIAL", "BYPASS", "STALE")
+KINDS = ("embedding", "chat", "stream")  # key spaces; "stream" is the streamed chat questions (kept disjoint)
 
 
 @dataclass
@@ -35,6 +37,13 @@ class Second:
     cold_latencies_ms: list[float] = field(default_factory=list)
     warm_failures: int = 0
     mapped: Counter[str] = field(default_factory=Counter)  # cold requests answered a mapped model error
+    stream_requests: int = 0
+    stream_failures: int = 0
+    stream_mapped: int = 0  # cold streams that ended with a mapped model error event
+    ttfc_ms: list[float] = field(default_factory=list)  # time to first content chunk of each stream
+    stream_total_ms: list[float] = field(default_factory=list)
+    stream_roles: Counter[str] = field(default_factory=Counter)  # X-Cache-Stream of the streams answered
+    stream_cuts: list[list[float]] = field(default_factory=list)  # [sent, broke off, warm] of each cut stream
 
     def to_json(self, t: int) -> dict[str, Any]:
         return {
@@ -53,6 +62,13 @@ class Second:
             "warm_latencies_ms": [round(x, 1) for x in self.warm_latencies_ms],
             "cold_latencies_ms": [round(x, 1) for x in self.cold_latencies_ms],
             "mapped": dict(self.mapped),
+            "stream_requests": self.stream_requests,
+            "stream_failures": self.stream_failures,
+            "stream_mapped": self.stream_mapped,
+            "ttfc_ms": [round(x, 1) for x in self.ttfc_ms],
+            "stream_total_ms": [round(x, 1) for x in self.stream_total_ms],
+            "stream_roles": dict(self.stream_roles),
+            "stream_cuts": self.stream_cuts,
         }
 
 
@@ -75,9 +91,9 @@ class Recorder:
         """Forget everything (a new run from the web UI starts from zero)."""
         self.seconds: dict[int, Second] = {}
         self.computed_by: dict[tuple[str, ...], str] = {}
-        self.unique_keys: dict[str, set[tuple[str, ...]]] = {"embedding": set(), "chat": set()}
+        self.unique_keys: dict[str, set[tuple[str, ...]]] = {kind: set() for kind in KINDS}
         self.answered_keys: set[tuple[str, ...]] = set()
-        self.completed_keys: dict[str, set[tuple[str, ...]]] = {"embedding": set(), "chat": set()}
+        self.completed_keys: dict[str, set[tuple[str, ...]]] = {kind: set() for kind in KINDS}
         self.instances: Counter[str] = Counter()
         self.failure_reasons: Counter[str] = Counter()
         self.started_at: float | None = None
@@ -98,7 +114,9 @@ class Recorder:
         """Locust `request` listener body: one finished request, counted in the second it was *sent*.
 
         Counting by start time puts a request that hangs across a phase boundary in the phase that caused it.
-        `context` carries what the user knew: `warm` (bool) and `mapped` (the status of a mapped model error).
+        `context` carries what the user knew: `warm` (bool) and `mapped` (the status of a mapped model error);
+        for a stream also `stream` (True), `ttfc_ms` (None when no content came), `stream_role`, and for one
+        whose connection broke off mid-answer `stream_cut_at` (epoch seconds).
         """
         sec = self._second(start_time)
         sec.requests += 1
@@ -108,6 +126,20 @@ class Recorder:
             (sec.warm_latencies_ms if ctx["warm"] else sec.cold_latencies_ms).append(float(response_time))
         if ctx.get("mapped"):
             sec.mapped[str(ctx["mapped"])] += 1
+        if ctx.get("stream"):
+            sec.stream_requests += 1
+            sec.stream_failures += exception is not None
+            sec.stream_mapped += bool(ctx.get("mapped"))
+            sec.stream_total_ms.append(float(response_time))
+            if ctx.get("ttfc_ms") is not None:
+                sec.ttfc_ms.append(float(ctx["ttfc_ms"]))
+            if ctx.get("stream_role"):
+                sec.stream_roles[str(ctx["stream_role"])] += 1
+            if exception is not None and ctx.get("stream_cut_at"):
+                sent = start_time if start_time is not None else time.time()
+                sec.stream_cuts.append(
+                    [round(sent, 3), round(float(ctx["stream_cut_at"]), 3), float(bool(ctx.get("warm")))]
+                )
         if exception is not None:
             sec.failures += 1
             sec.warm_failures += bool(ctx.get("warm"))
@@ -125,14 +157,17 @@ class Recorder:
         """Remember the keys a request asked for, before it is sent (the 'unique keys' denominator)."""
         self.unique_keys[kind].update(keys)
 
-    def on_cache_outcome(self, keys: list[tuple[str, ...]], cache: str, tier: str, instance: str) -> None:
-        """Custom `cache_outcome` listener body: the cache headers of one successful response."""
+    def on_cache_outcome(
+        self, keys: list[tuple[str, ...]], cache: str, tier: str, instance: str, computed: bool = True
+    ) -> None:
+        """Custom `cache_outcome` listener body: the cache headers of one successful response; `computed` is
+        False for a MISS that another instance computed (a stream follower)."""
         sec = self._second()
         sec.cache[cache if cache in CACHE_OUTCOMES else "OTHER"] += 1
         sec.tiers[tier or "none"] += 1
         self.instances[instance] += 1
         self.answered_keys.update(keys)
-        if cache in ("MISS", "PARTIAL"):
+        if cache in ("MISS", "PARTIAL") and computed:
             for key in keys:
                 self.computed_by.setdefault(key, instance)
         elif cache == "HIT":
@@ -151,6 +186,8 @@ class Recorder:
         return {
             "requests": sum(s.requests for s in self.seconds.values()),
             "failures": sum(s.failures for s in self.seconds.values()),
+            "stream_requests": sum(s.stream_requests for s in self.seconds.values()),
+            "stream_failures": sum(s.stream_failures for s in self.seconds.values()),
             "mapped": dict(mapped),
             "cache": dict(cache),
             "tiers": dict(tiers),

@@ -28,6 +28,38 @@ def _mapped(p: dict[str, Any]) -> str:
     return " ".join(f"{status}x{n}" for status, n in sorted(mapped.items())) or "-"
 
 
+def _print_streams(phases: list[dict[str, Any]]) -> None:
+    """Streamed answers per phase: how many, failed, how they were served, time to first chunk and in total."""
+    rows = [
+        [
+            p["phase"],
+            str(p.get("stream_requests", 0)),
+            str(p.get("stream_failures", 0)),
+            str(p.get("stream_cut_by_kill", 0)),
+            str(p.get("stream_mapped", 0)),
+            " ".join(f"{role} {n}" for role, n in sorted((p.get("stream_roles") or {}).items())) or "-",
+            _fmt(p.get("ttfc_p50_ms"), "ms"),
+            _fmt(p.get("ttfc_p95_ms"), "ms"),
+            _fmt(p.get("stream_total_p50_ms"), "ms"),
+            _fmt(p.get("stream_total_p95_ms"), "ms"),
+        ]
+        for p in phases
+    ]
+    headers = [
+        "phase",
+        "streams",
+        "failed",
+        "cut by kill",
+        "mapped (cold)",
+        "X-Cache-Stream",
+        "TTFC p50",
+        "TTFC p95",
+        "total p50",
+        "total p95",
+    ]
+    print(_table(headers, rows))
+
+
 def print_verdict(verdict: dict[str, Any]) -> None:
     """Phase figures, the checks with their thresholds, notes, and one PASS/FAIL line."""
     phases = [
@@ -74,8 +106,13 @@ def print_verdict(verdict: dict[str, Any]) -> None:
         f"({stub.get('embedding_requests')} requests), {stub.get('chat_requests')} chat requests; "
         f"unique keys whose requests completed: {unique.get('embedding')} embedding, {unique.get('chat')} chat"
     )
-    keys = (unique.get("embedding") or 0) + (unique.get("chat") or 0)
-    calls = (stub.get("embedding_inputs") or 0) + (stub.get("chat_requests") or 0)
+    print(
+        f"streamed chat: {stub.get('chat_streams')} upstream streams; unique streaming keys whose requests "
+        f"completed: {unique.get('stream')}"
+    )
+    _print_streams(verdict["phases"])
+    keys = sum(unique.get(kind) or 0 for kind in ("embedding", "chat", "stream"))
+    calls = sum(stub.get(counter) or 0 for counter in ("embedding_inputs", "chat_requests", "chat_streams"))
     if verdict["scenario"] == "chaos" and keys:
         print(
             f"upstream calls / unique keys = {calls / keys:.2f} (not a threshold here: while Redis is down each "

@@ -1,8 +1,9 @@
-"""`run.py sharing|chaos`: headless Locust against the running scaled stack, then reports and a verdict.
+"""`python -m loadtest.run sharing|chaos`: headless Locust against the running scaled stack, then reports and a verdict.
 
 sharing: tenants hammer a Zipf-skewed key mix through nginx; passes when nothing fails, some hits were
 served by another instance than the one that computed the value, and the upstream stub was called
-exactly once per unique key. chaos: the same load while the model fails (down, slow, rate-limiting), then
+exactly once per unique key (a streamed chat question: one upstream stream, its time to first content chunk
+and total time reported). chaos: the same load while the model fails (down, slow, rate-limiting), then
 Redis is killed and restarted and a replica is killed, at fixed offsets (loadtest/plan.py); passes when
 nothing fails (warm keys answer whatever the model does, cold misses get the mapped status in time), model
 calls stay at most one per request, p95 stays bounded and the hit ratio comes back. Thresholds:
@@ -24,9 +25,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-# Run as a script (`python loadtest/run.py`): make the repository root importable.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from loadtest.analysis import (
     Thresholds,
     chaos_checks,
@@ -38,17 +36,26 @@ from loadtest.analysis import (
     upstream_calls_by_phase,
     warm_baseline,
 )
-from loadtest.chaos import Model, counters, drive
+from loadtest.chaos import Model, control, counters, drive
 from loadtest.plan import DEFAULT_DURATION, Phase, chaos_phases, chaos_plan, widen
 from loadtest.plot import plot_timeline
 from loadtest.report import print_verdict
-from loadtest.stackctl import REPO, ActionRecord, Stack, clear_caches, stub_stats, wait_healthy
+from loadtest.stackctl import (
+    REPO,
+    ActionRecord,
+    Stack,
+    clear_caches,
+    locust_env,
+    stack_keys,
+    stub_stats,
+    wait_healthy,
+)
 
 DEFAULTS = {"sharing": {"users": 20, "duration": 60.0}, "chaos": {"users": 20, "duration": DEFAULT_DURATION}}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="loadtest/run.py", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m loadtest.run", description=__doc__.split("\n\n")[0])
     p.add_argument("scenario", choices=sorted(DEFAULTS))
     p.add_argument("--users", type=int, help="concurrent Locust users (default 20)")
     p.add_argument("--duration", type=float, help="seconds of load (default 60 sharing, 120 chaos)")
@@ -56,9 +63,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--host", help="base URL of nginx (default: from `stack.py info`, else :8080)")
     p.add_argument("--stub-url", help="base URL of the upstream stub (default: from `stack.py info`, else :8090)")
     p.add_argument("--runtime", default="auto", help="stack runtime for info and chaos commands")
-    p.add_argument("--stack-args", default="", help="extra options for deploy/stack.py (run dir, ports)")
+    p.add_argument("--stack-args", default="", help="extra options for `python -m deploy.stack` (run dir, ports)")
     p.add_argument("--reports", type=Path, default=REPO / "reports", help="output folder")
     p.add_argument("--seed", type=int, default=20240601)
+    p.add_argument(
+        "--stream-chunk-delay-ms",
+        type=float,
+        default=20.0,
+        help="the stub's delay between streamed chunks during the run, restored after (default 20; -1: leave it)",
+    )
     p.add_argument("--no-replica-kill", action="store_true", help="chaos: skip the replica kill")
     p.add_argument("--no-model-phases", action="store_true", help="chaos: skip the model failure phases")
     p.add_argument(
@@ -149,6 +162,20 @@ def discover(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     return info
 
 
+def stream_pace(args: argparse.Namespace) -> float | None:
+    """Set the stub's delay between streamed chunks for the run (a model streams its answer over time, so time
+    to first chunk and total time differ); returns the delay to restore, None when it was left alone."""
+    if args.stream_chunk_delay_ms < 0:
+        return None
+    try:
+        before = float(control(args.stub_url)["chunk_delay_ms"])
+        control(args.stub_url, chunk_delay_ms=args.stream_chunk_delay_ms)
+    except (OSError, KeyError, ValueError) as exc:
+        print(f"note: the stub's chunk delay was left as it is ({exc})", flush=True)
+        return None
+    return before
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     th = Thresholds(args.p95_factor, args.p95_slack_ms, args.recovery_s, args.hit_tolerance, args.deadline_s)
@@ -160,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     if not wait_healthy(args.host, timeout=15):
         print(f"error: {args.host}/cache/health does not answer; is the scaled stack up (make up-scaled)?")
         return 2
-    errors = clear_caches([args.host, *info.get("replica_urls", [])])
+    tenants, admin_key = stack_keys(info)  # the running stack's keys: a .env with real keys works too
+    os.environ.update(locust_env(tenants))
+    errors = clear_caches([args.host, *info.get("replica_urls", [])], admin_key)
     if errors:
         print("warning: cache clear failed on", "; ".join(errors), flush=True)
     stub_stats(args.stub_url, reset=True)
@@ -183,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError) as exc:
             print(f"error: the stub's POST /control does not answer ({exc}); run with --no-model-phases")
             return 2
+    chunk_delay = stream_pace(args)
     proc = subprocess.Popen(locust_command(args, prefix, timeline_path, started_path), cwd=REPO)
     records: list[ActionRecord] = []
     snapshots: list[tuple[str, dict[str, int]]] = []
@@ -210,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
             proc.wait()
         if model is not None:
             model.heal()  # never leave the model failing
+        if chunk_delay is not None:
+            control(args.stub_url, chunk_delay_ms=chunk_delay)
         if any(r.name == "redis-kill" for r in records) and not any(r.name == "redis-start" for r in records):
             stack.act("redis-start", time.time())  # never leave the stack without Redis
         started_path.unlink(missing_ok=True)
@@ -230,7 +262,8 @@ def chaos_verdict(
     phases = widen(chaos_phases(t0, end, args.duration, args.no_replica_kill, args.no_model_phases), timeline)
     calls = upstream_calls_by_phase(snapshots, stub) if stub else {}
     windows = model_windows(phases)
-    figures = [phase_figures(timeline, ph, calls.get(ph.name), windows) for ph in phases]
+    kills = [(r.started_at, r.finished_at) for r in records if r.name == "replica-kill"]
+    figures = [phase_figures(timeline, ph, calls.get(ph.name), windows, kills) for ph in phases]
     # Recovery is timed from when Redis was seen answering again: the end of a successful redis-start.
     redis_back = next((r.finished_at for r in records if r.name == "redis-start" and r.returncode == 0), None)
     checks = chaos_checks(timeline, phases, figures, redis_back, args.users * args.user_rps, th)
@@ -285,6 +318,7 @@ def report(
         "users": args.users,
         "duration_s": args.duration,
         "user_rps": args.user_rps,
+        "stream_chunk_delay_ms": args.stream_chunk_delay_ms,
         "upstream_timeout_s": args.upstream_timeout,
         "started_at": t0,
         "thresholds": th.describe(args.scenario),

@@ -1,6 +1,6 @@
 """The few things run.py asks of the running stack: where it is, chaos commands, stub counters, cache clear.
 
-Chaos goes through the runtime's own commands (`deploy/stack.py redis-kill`, which is `docker compose
+Chaos goes through the runtime's own commands (`python -m deploy.stack redis-kill`, which is `docker compose
 kill redis` or a SIGKILL to the local redis-server), so the load test breaks the stack the way an
 operator would.
 """
@@ -8,18 +8,22 @@ operator would.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-ADMIN_KEY = "demo-admin"
+from deploy.client import StackClient
+from deploy.errors import NotReady, StackError
+from deploy.readiness import http_get, wait_for
+from deploy.topology import ROOT as REPO
+from loadtest.keyspace import DEMO_ADMIN_KEY, DEMO_TENANT_KEYS, KEYS_VARIABLE
+
+__all__ = ["REPO", "ActionRecord", "Stack", "clear_caches", "locust_env", "stack_keys", "stub_stats"]
 
 
 @dataclass
@@ -38,38 +42,23 @@ class ActionRecord:
 
 
 class Stack:
-    """`deploy/stack.py` with the runtime and any extra options (run dir, ports) the caller chose."""
+    """The stack's CLI (deploy.client.StackClient) with the runtime and the options (run dir, ports) given."""
 
     def __init__(self, runtime: str, extra_args: str = "") -> None:
-        self.prefix = [
-            sys.executable,
-            str(REPO / "deploy" / "stack.py"),
-            "--runtime",
-            runtime,
-            *shlex.split(extra_args),
-        ]
-
-    def command(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*self.prefix, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO, check=False
-        )
+        self.client = StackClient(runtime, shlex.split(extra_args))
 
     def info(self) -> dict[str, Any] | None:
-        """The running stack's URLs (`stack.py info --json`), or None when it cannot say."""
+        """The running stack's URLs and keys (`info --json`), or None when it cannot say."""
         try:
-            done = self.command("info", "--json", timeout=30)
-            if done.returncode != 0:
-                return None
-            info = json.loads(done.stdout)
-            return info if isinstance(info, dict) else None
-        except (OSError, subprocess.TimeoutExpired, ValueError):
+            return self.client.info()
+        except (StackError, OSError, subprocess.TimeoutExpired, ValueError):
             return None
 
     def act(self, name: str, due_at: float) -> ActionRecord:
         """Run one chaos command (`redis-kill`, `redis-start`, `replica-kill`) now and record it."""
         started = time.time()
         try:
-            done = self.command(*name.split(), timeout=60)
+            done = self.client.run(*name.split(), timeout=60)
             rc, out = done.returncode, (done.stdout + done.stderr)
         except (OSError, subprocess.TimeoutExpired) as exc:
             rc, out = -1, repr(exc)
@@ -89,23 +78,35 @@ def http_json(
 
 def wait_healthy(base_url: str, timeout: float) -> bool:
     """True once `GET /cache/health` answers 200 within `timeout` seconds (polled, bounded)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            http_json("GET", f"{base_url}/cache/health", timeout=2)
-            return True
-        except (OSError, urllib.error.URLError, ValueError):
-            time.sleep(0.2)
-    return False
+    try:
+        wait_for(lambda: http_get(f"{base_url}/cache/health")[0] == 200, timeout=timeout, interval=0.2)
+    except NotReady:
+        return False
+    return True
 
 
-def clear_caches(base_urls: list[str]) -> list[str]:
+def stack_keys(info: dict[str, Any]) -> tuple[dict[str, int], str | None]:
+    """The tenant keys (key -> school) and the admin key the running stack's API accepts (from `info`),
+    else the demo keys: a `.env` with real keys then works as well as the defaults."""
+    keys = info.get("keys") or {}
+    tenants = {str(k): int(v) for k, v in (keys.get("tenants") or DEMO_TENANT_KEYS).items()}
+    return tenants, keys.get("admin") if keys else DEMO_ADMIN_KEY
+
+
+def locust_env(tenants: dict[str, int]) -> dict[str, str]:
+    """What the Locust processes need in their environment: the tenant keys (loadtest/keyspace.py reads them)
+    and the repository on PYTHONPATH (Locust imports the locustfile by its path, not as `loadtest.*`)."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    return {KEYS_VARIABLE: ",".join(f"{key}:{school}" for key, school in tenants.items()), "PYTHONPATH": path}
+
+
+def clear_caches(base_urls: list[str], admin_key: str | None = DEMO_ADMIN_KEY) -> list[str]:
     """`POST /cache/clear` with the admin key on every URL given; returns the errors (empty when all went well)."""
     errors = []
     for url in base_urls:
         try:
             # The admin names its scope explicitly: every school (an admin clear without one is a 400).
-            auth = {"Authorization": f"Bearer {ADMIN_KEY}", "Content-Type": "application/json"}
+            auth = {"Authorization": f"Bearer {admin_key}", "Content-Type": "application/json"}
             http_json("POST", f"{url}/cache/clear", headers=auth, payload={"all": True})
         except (OSError, urllib.error.URLError, ValueError) as exc:
             errors.append(f"{url}: {exc}")

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Installs redis-server, nginx and wrk (the load generator of `make bench`) from Debian's packages when they are
-# missing; says what to do when it can't.
+# Installs the named system packages (default: redis-server nginx, what the local runtime and the tests run;
+# `make bench` adds wrk) from Debian's packages when they are missing; says what to do when it can't.
+# The Docker runtime needs none of them.
 set -euo pipefail
+wanted=("$@")
+[ ${#wanted[@]} -eq 0 ] && wanted=(redis-server nginx)
 missing=()
-command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
-command -v wrk >/dev/null 2>&1 || [ -x /usr/bin/wrk ] || missing+=(wrk)
+for name in "${wanted[@]}"; do
+    command -v "$name" >/dev/null 2>&1 || [ -x "/usr/bin/$name" ] || [ -x "/usr/sbin/$name" ] || missing+=("$name")
+done
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "system-deps: installing ${missing[*]} with apt-get"

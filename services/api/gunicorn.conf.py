@@ -28,6 +28,10 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
 loglevel = os.environ.get("LOG_LEVEL", "info")
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
+# gunicorn >= 25.1 opens a control socket (for `gunicornc`) under $XDG_RUNTIME_DIR or $HOME/.gunicorn. The image
+# user has no home (every replica logged "Control server error: Permission denied"), and local replicas
+# would share one path; nothing here uses gunicornc. Older gunicorn ignores an unknown setting in this file.
+control_socket_disable = True
 
 # prometheus-client's multiprocess mode needs a directory shared by the workers, known before they import it.
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

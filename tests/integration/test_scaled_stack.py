@@ -1,4 +1,4 @@
-"""The local scaled stack (3 replicas behind nginx, one Redis, the stub) on free ports, driven by deploy/stack.py.
+"""The local scaled stack (3 replicas behind nginx, one Redis, the stub) on free ports, driven by deploy.stack.
 
 The tests run in file order against one stack: sharing first, then Redis killed and restarted, then a replica
 killed, and last `make down`, which must leave no process behind.
@@ -74,7 +74,7 @@ def test_info_describes_the_scaled_stack(stack: LocalStack, info: dict[str, Any]
     assert info["runtime"] == "local"
     assert info["api_url"] == info["nginx_url"] == f"http://127.0.0.1:{stack.ports['nginx']}"
     assert info["replica_urls"] == [f"http://127.0.0.1:{stack.ports['api'] + i}" for i in range(REPLICAS)]
-    assert info["redis_url"] == f"redis://127.0.0.1:{stack.ports['redis']}/0"
+    assert info["redis_url"].endswith(f"@127.0.0.1:{stack.ports['redis']}/0")  # with the generated password
 
 
 def test_requests_through_nginx_reach_every_replica(client: httpx.Client, info: dict[str, Any]) -> None:
@@ -176,7 +176,7 @@ def test_up_fails_with_the_logs_when_a_replica_cannot_start(tmp_path: Path) -> N
     local = LocalStack(tmp_path / "broken", 1, env={"TENANT_API_KEYS": "not-a-pair"})
     try:
         started = time.monotonic()
-        done = local.cli("up", "--scaled", "--replicas", "1", "--timeout", "15", timeout=60)
+        done = local.run("up", "--scaled", "--replicas", "1", "--timeout", "15", timeout=60)
         local.pids()
         assert done.returncode != 0
         assert time.monotonic() - started < 45

@@ -1,10 +1,10 @@
-"""The Compose side for real: Redis's healthcheck command against real redis-cli/redis-server, and
-`docker compose up --wait` where a Docker engine answers (skipped, with the reason, elsewhere)."""
+"""The Compose side for real: Redis's healthcheck command against real redis-cli/redis-server, and, where a
+recent enough Docker engine and Compose answer (skipped with the reason elsewhere), the Docker runtime through
+make: up-scaled, redis-kill, redis-start, replica-kill and down."""
 
 from __future__ import annotations
 
 import functools
-import os
 import shutil
 import socket
 import subprocess
@@ -16,7 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from deploy.client import StackClient
 from deploy.compose_file import interpolate, load_compose
+from deploy.docker import docker_unavailable
+from deploy.topology import compose_project
 from tests.support.redis_server import redis_server_binary
 from tests.support.wait import free_port, port_open, wait_until
 
@@ -118,39 +121,87 @@ def test_redis_healthcheck_fails_while_loading(tmp_path: Path, loading_server: i
 
 @functools.cache
 def docker_compose_unavailable() -> str | None:
-    """Why the Docker test cannot run here, or None when it can."""
+    """Why the Docker tests cannot run here (the runtime's own check: engine >= 25, Compose >= 2.24.4), or None."""
+    return docker_unavailable()
+
+
+def make(stack: StackClient, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`make <args> RUNTIME=docker` on `stack` (its run dir and Compose project), as a user types it."""
+    env = {**stack.env, "STACK_RUN_DIR": str(stack.run_dir)}
+    env |= {f"STACK_{name.upper()}_PORT": str(port) for name, port in stack.ports.items()}
+    return subprocess.run(
+        ["make", "-s", *args, "RUNTIME=docker"], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture
+def docker_stack(tmp_path: Path) -> Iterator[StackClient]:
+    """A Docker stack of the test's own (free host ports, its own run dir, so its own Compose project), always
+    removed with its volume."""
+    stack = StackClient.on_free_ports(tmp_path / "run", 2, runtime="docker")
+    project = compose_project(tmp_path / "run", {})
     try:
-        if subprocess.run(["docker", "info"], capture_output=True, timeout=15, check=False).returncode != 0:
-            return "no Docker engine answers `docker info`"
-        if subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=15, check=False).returncode:
-            return "the Docker Compose plugin (`docker compose`) is not installed"
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"the docker client cannot run: {exc!r}"
-    return None
+        yield stack
+    finally:
+        stack.run("down", timeout=300)
+        subprocess.run(["docker", "compose", "-p", project, "down", "-v"], cwd=REPO, timeout=300, check=False)
+
+
+def health(url: str) -> str:
+    return str(httpx.get(f"{url}/cache/health", timeout=5).json()["status"])
 
 
 @pytest.mark.skipif(bool(docker_compose_unavailable()), reason=str(docker_compose_unavailable()))
-def test_docker_compose_scaled_stack_comes_up(tmp_path: Path) -> None:
-    """`docker compose ... up --wait` brings 2 replicas behind nginx, both answering /readyz through it."""
-    project = f"ragtest-{uuid.uuid4().hex[:8]}"
-    nginx_port, stub_port = free_port(), free_port()
-    env = {**os.environ, "REPLICAS": "2", "NGINX_PORT": str(nginx_port), "STUB_PORT": str(stub_port)}
-    compose = ["docker", "compose", "-p", project, "-f", "docker-compose.yml", "-f", "docker-compose.scale.yml"]
-    try:
-        up = subprocess.run(
-            [*compose, "up", "-d", "--build", "--wait", "--wait-timeout", "300"],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False,
-        )  # fmt: skip
-        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
-        seen: set[str] = set()
+def test_docker_scaled_stack_through_make(docker_stack: StackClient) -> None:
+    """`make up-scaled RUNTIME=docker` brings 2 replicas behind nginx that share one Redis; `make redis-kill`,
+    `redis-start` and `replica-kill` break and heal it with requests still answered; `make down` removes it."""
+    stack = docker_stack
+    up = make(stack, "up-scaled", "REPLICAS=2", timeout=900)
+    assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+    assert "runtime: docker" in up.stderr
+    info = stack.info()
+    nginx, tenant = info["nginx_url"], next(iter(info["keys"]["tenants"]))
 
-        def both_replicas() -> bool:
-            answer = httpx.get(f"http://127.0.0.1:{nginx_port}/readyz", timeout=5)
-            if answer.status_code == 200:
-                seen.add(answer.headers["X-Upstream-Addr"])
-            return len(seen) == 2
+    def embed(text: str) -> httpx.Response:
+        body = {"model": "text-embedding-3-small", "input": text}
+        return httpx.post(
+            f"{nginx}/v1/embeddings", json=body, headers={"Authorization": f"Bearer {tenant}"}, timeout=10
+        )
 
-        wait_until(both_replicas, timeout=60, what="both replicas answer through nginx")
-        assert httpx.get(f"http://127.0.0.1:{stub_port}/healthz", timeout=5).status_code == 200
-    finally:
-        subprocess.run([*compose, "down", "-v", "--remove-orphans"], cwd=REPO, env=env, timeout=300, check=False)
+    text = f"docker {uuid.uuid4()}"
+    answers = [embed(text) for _ in range(4)]
+    assert [a.status_code for a in answers] == [200] * 4
+    assert answers[0].headers["X-Cache"] == "MISS"
+    assert len({a.headers["X-Instance"] for a in answers}) == 2, "nginx spreads requests over both replicas"
+    assert any(a.headers["X-Cache-Tier"] == "redis" for a in answers[1:]), "the other replica shares the entry"
+    assert httpx.get(f"{info['stub_url']}/healthz", timeout=5).status_code == 200
+
+    killed = make(stack, "redis-kill")
+    assert killed.returncode == 0, killed.stderr
+    assert embed(f"while down {uuid.uuid4()}").status_code == 200
+    wait_until(lambda: health(nginx) == "degraded", timeout=10, what="a replica reports degraded")
+
+    started = make(stack, "redis-start", timeout=180)
+    assert started.returncode == 0, started.stderr
+    wait_until(lambda: {health(nginx) for _ in range(4)} == {"healthy"}, timeout=20, what="replicas healthy again")
+
+    replica = make(stack, "replica-kill")
+    assert replica.returncode == 0, replica.stderr
+    project = info["compose_project"]
+    assert project.startswith("rag-cache-"), "a run dir of its own is a Compose project of its own"
+    assert f"{project}-api-1 killed" in replica.stdout, "index 1 is the container named api-1"
+    assert all(embed(f"after kill {i}").status_code == 200 for i in range(6)), "nginx retries on the other replica"
+    seen: set[str] = set()
+
+    def both_back() -> bool:
+        seen.update(embed(f"back {uuid.uuid4()}").headers["X-Upstream-Addr"].split(",")[-1].strip() for _ in range(4))
+        return len(seen) >= 2
+
+    wait_until(both_back, timeout=90, interval=0.5, what="both replicas answer through nginx again")
+
+    down = make(stack, "down", timeout=300)
+    assert down.returncode == 0, down.stderr
+    assert "runtime: docker" in down.stderr
+    left = subprocess.run(["docker", "compose", "-p", project, "ps", "-aq"], capture_output=True, text=True, timeout=60)
+    assert left.stdout.strip() == "", "make down removed every container"
+    assert not port_open(stack.ports["nginx"])

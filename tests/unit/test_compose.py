@@ -135,10 +135,13 @@ def test_redis_command_and_healthcheck(base: dict[str, Any]) -> None:
     """Redis has the seed's memory policy, AOF every second, a password, a volume, and a PONG-only check."""
     redis = base["services"]["redis"]
     command = " ".join(redis["command"])
-    for flag in ("--maxmemory 512mb", "--maxmemory-policy allkeys-lru", "--appendonly yes", "--appendfsync everysec"):
+    flags = ("--maxmemory ${REDIS_MAXMEMORY:-512mb}", "--maxmemory-policy allkeys-lru", "--appendonly yes",
+             "--appendfsync everysec")  # fmt: skip
+    for flag in flags:
         assert flag in command
-    assert "--requirepass ${REDIS_PASSWORD:-" in command
-    assert redis["environment"]["REDISCLI_AUTH"].startswith("${REDIS_PASSWORD:-")
+    # No default password: Compose refuses to start without one (make up generates one into the run dir).
+    assert "--requirepass ${REDIS_PASSWORD:?" in command
+    assert redis["environment"]["REDISCLI_AUTH"].startswith("${REDIS_PASSWORD:?")
     test = redis["healthcheck"]["test"]
     assert test[0] == "CMD-SHELL"
     assert "= PONG" in test[1], "LOADING and NOAUTH replies must fail the check"

@@ -11,6 +11,7 @@ import pytest
 from loadtest.analysis import (
     Thresholds,
     chaos_checks,
+    kill_cut_check,
     model_checks,
     model_windows,
     notes,
@@ -18,11 +19,14 @@ from loadtest.analysis import (
     rate_check,
     recovery_check,
     sharing_checks,
+    stream_check,
     upstream_calls_by_phase,
 )
-from loadtest.outcome import classify
+from loadtest.keyspace import questions, stream_questions
+from loadtest.outcome import classify, classify_stream
 from loadtest.plan import DEFAULT_DURATION, MODEL_PHASES, Phase, chaos_phases, chaos_plan
 from loadtest.recorder import Recorder, Second
+from loadtest.sse import StreamTally
 
 T0 = 1_000_000.0
 TH = Thresholds()
@@ -41,6 +45,10 @@ def second(
     warm_failures: int = 0,
     mapped: dict[str, int] | None = None,
     latency_ms: float = 10.0,
+    streams: int = 0,
+    stream_failures: int = 0,
+    stream_mapped: int = 0,
+    ttfc_ms: float = 5.0,
 ) -> dict[str, Any]:
     """One timeline bucket as the recorder writes it: `warm` + `cold` requests, the given outcomes."""
     sec = Second(
@@ -53,6 +61,11 @@ def second(
         cold_latencies_ms=[latency_ms] * cold,
         warm_failures=warm_failures,
         mapped=Counter(mapped or {}),
+        stream_requests=streams,
+        stream_failures=stream_failures,
+        stream_mapped=stream_mapped,
+        ttfc_ms=[ttfc_ms] * streams,
+        stream_total_ms=[latency_ms] * streams,
     )
     return sec.to_json(int(t))
 
@@ -134,10 +147,10 @@ def test_upstream_calls_per_phase_from_counter_snapshots() -> None:
         ("warm", {"embedding_requests": 0, "chat_requests": 0}),
         ("model-down", {"embedding_requests": 50, "chat_requests": 20}),
         ("model-slow", {}),
-        ("model-429", {"embedding_requests": 90, "chat_requests": 30}),
+        ("model-429", {"embedding_requests": 90, "chat_requests": 30, "chat_streams": 4}),
     ]
-    calls = upstream_calls_by_phase(snaps, {"embedding_requests": 95, "chat_requests": 31})
-    assert calls == {"warm": 70, "model-429": 6}
+    calls = upstream_calls_by_phase(snaps, {"embedding_requests": 95, "chat_requests": 31, "chat_streams": 7})
+    assert calls == {"warm": 70, "model-429": 9}
 
 
 # --- checks ----------------------------------------------------------------------------------------------
@@ -312,3 +325,181 @@ def test_notes_say_how_long_misses_failed_after_the_model_healed() -> None:
     assert notes(tl, phases, figures, 2.0) == [
         "model-back: cold misses got mapped errors until 2 s after the model healed (breakers)"
     ]
+
+
+# --- streamed chat ---------------------------------------------------------------------------------------
+
+CHUNK = 'data: {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "%s"}}]}'
+ROLE = 'data: {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"role": "assistant"}}]}'
+ERROR_EVENT = 'data: {"error": {"message": "upstream 503", "type": "server_error", "param": null, "code": "%s"}}'
+SSE_OK = {"x-cache": "MISS", "x-cache-stream": "leader", "x-instance": "api-1"}
+
+
+def tally(*lines: str, step: float = 0.01) -> StreamTally:
+    """A stream fed `lines` one `step` apart, from t=0."""
+    out = StreamTally(0.0)
+    for i, line in enumerate(lines):
+        out.feed(line.encode(), (i + 1) * step)
+    return out
+
+
+def stream_outcome(t: StreamTally, *, cut: str = "", warm: bool = False, status: int = 200) -> str:
+    result = classify_stream(status, SSE_OK, None, t, cut=cut, warm=warm, latency_ms=50, deadline_ms=10_000)
+    return f"{result.kind} {result.status}: {result.reason}" if result.reason else f"{result.kind} {result.status}"
+
+
+def test_a_stream_is_timed_to_its_first_content_chunk_and_ok_with_done() -> None:
+    """The role chunk is not content: TTFC is at the first delta with text; [DONE] after content is ok."""
+    t = tally(ROLE, "", ": keep-alive", CHUNK % "Hel", "", CHUNK % "lo", "data: [DONE]")
+    assert (t.chunks, t.content_chunks, t.done) == (3, 2, True)
+    assert t.ttfc_ms() == pytest.approx(40.0)
+    assert stream_outcome(t) == "ok 200"
+
+
+@pytest.mark.parametrize(
+    ("lines", "cut", "warm", "expected"),
+    [
+        ((ROLE, CHUNK % "a", ERROR_EVENT % "upstream_error"), "", False, "mapped 502"),
+        ((ROLE, ERROR_EVENT % "upstream_timeout"), "", False, "mapped 504"),
+        ((ROLE, CHUNK % "a", ERROR_EVENT % "upstream_error"), "", True, "failed 200: error event for a warm key"),
+        ((ROLE, CHUNK % "a"), "", False, "failed 200: stream ended without data: [DONE] after 2 chunk(s)"),
+        ((ROLE, CHUNK % "a"), "HTTPConnectionClosed", False, "failed 200: stream cut off after 2 chunk(s)"),
+        ((ROLE, "data: [DONE]"), "", False, "failed 200: no content chunk"),
+        ((ROLE, "data: {not json", CHUNK % "a", "data: [DONE]"), "", False, "failed 200: 1 event(s) not JSON"),
+    ],
+)
+def test_a_stream_fails_on_an_error_event_a_cut_or_no_done(
+    lines: tuple[str, ...], cut: str, warm: bool, expected: str
+) -> None:
+    """An error event is a cold key's mapped model error and a warm key's failure; a cut or no [DONE] fails."""
+    assert stream_outcome(tally(*lines), cut=cut, warm=warm).startswith(expected)
+
+
+def test_a_rate_limited_stream_maps_to_429_and_a_non_200_is_classified_as_before() -> None:
+    """A rate-limit error event stands for 429; a stream answered 503 by nginx is failed like any request."""
+    limited = '{"error": {"message": "slow down", "type": "rate_limit_error", "param": null, "code": "x"}}'
+    assert stream_outcome(tally(f"data: {limited}")) == "mapped 429"
+    assert stream_outcome(tally(), status=503).startswith("failed 503: HTTP 503 (not a mapped model error)")
+
+
+def test_streaming_questions_never_equal_plain_chat_questions() -> None:
+    """A streamed and a plain request with the same body share a cache entry: the key spaces stay disjoint."""
+    assert not set(stream_questions(500)) & set(questions(500))
+    assert len(set(stream_questions(500))) == 500
+
+
+def test_recorder_keeps_a_streams_ttfc_total_and_role() -> None:
+    """A stream's request event carries its TTFC and role; a mapped stream is counted apart, not failed."""
+    rec = Recorder()
+    rec.on_request(
+        300.0, None, "stream", T0, {"warm": False, "stream": True, "ttfc_ms": 120.0, "stream_role": "leader"}
+    )
+    rec.on_request(8.0, None, "stream", T0, {"warm": True, "stream": True, "ttfc_ms": 2.0, "stream_role": "replay"})
+    rec.on_request(90.0, None, "stream", T0, {"warm": False, "stream": True, "ttfc_ms": None, "mapped": 502})
+    rec.on_request(9.0, None, "POST /v1/embeddings", T0, {"warm": True})
+    sec = rec.to_json()["seconds"][0]
+    assert (sec["requests"], sec["stream_requests"], sec["stream_failures"], sec["stream_mapped"]) == (4, 3, 0, 1)
+    assert (sec["ttfc_ms"], sec["stream_total_ms"]) == ([120.0, 2.0], [300.0, 8.0, 90.0])
+    assert sec["stream_roles"] == {"leader": 1, "replay": 1}
+
+
+def test_a_follower_miss_does_not_claim_the_computation() -> None:
+    """A stream follower's MISS on api-2 is not "computed by api-2": a later HIT there is a cross-instance hit."""
+    rec = Recorder()
+    key = ("123", "chat-stream", "m", "q")
+    rec.on_cache_outcome([key], "MISS", "none", "api-2", computed=False)
+    rec.on_cache_outcome([key], "MISS", "none", "api-1")
+    rec.on_cache_outcome([key], "HIT", "redis", "api-2")
+    assert rec.to_json()["seconds"][0]["cross_instance_hits"] == 1
+
+
+def test_stream_figures_per_phase_and_a_mapped_stream_outside_the_model_phases_fails() -> None:
+    """TTFC p50/p95 per phase; a stream's mapped error while Redis is down is a failed stream."""
+    tl = timeline([second(T0 + i, warm=4, hits=4, streams=2, ttfc_ms=10.0 * (i + 1)) for i in range(4)])
+    tl["seconds"][3]["stream_mapped"] = 1
+    fig = phase_figures(tl, Phase("redis-down", T0, T0 + 4))
+    assert (fig["stream_requests"], fig["ttfc_p50_ms"], fig["ttfc_p95_ms"]) == (8, 20.0, 40.0)
+    assert (fig["stream_failures"], fig["stream_mapped"]) == (1, 1)
+    check = stream_check(fig)
+    assert (check["result"], check["value"]) == ("FAIL", "1 of 8 (TTFC p95 40 ms)")
+
+
+def test_chaos_checks_streams_in_the_redis_phases_and_says_when_there_were_none() -> None:
+    """Zero failed streams while Redis is down passes; a Redis phase without streams is n/a, not a pass."""
+    secs = [second(T0 + i, warm=10, hits=10, streams=2) for i in range(10)]
+    secs += [second(T0 + i, warm=10, hits=10) for i in range(10, 20)]
+    tl = timeline(secs)
+    phases = [Phase("warm", T0, T0 + 5), Phase("redis-down", T0 + 5, T0 + 10), Phase("redis-back", T0 + 10, T0 + 20)]
+    figures = [phase_figures(tl, ph) for ph in phases]
+    checks = by_name(chaos_checks(tl, phases, figures, T0 + 10, 10.0, TH))
+    assert (checks["failed streams [redis-down]"]["result"], checks["failed streams [redis-down]"]["value"]) == (
+        "PASS",
+        "0 of 10 (TTFC p95 5 ms)",
+    )
+    assert checks["failed streams [redis-back]"]["result"] == "n/a"
+    assert "no streamed request" in checks["failed streams [redis-back]"]["value"]
+
+
+def test_sharing_counts_one_upstream_stream_per_streaming_key() -> None:
+    """30 upstream streams for 30 completed streaming keys (2 cut off): PASS; 33 streams: FAIL; no counter: n/a."""
+    tl = timeline(
+        [second(T0, warm=10, hits=10)],
+        unique_keys={"embedding": 5, "chat": 2, "stream": 32},
+        completed_keys={"embedding": 5, "chat": 2, "stream": 30},
+    )
+    fig = phase_figures(tl, Phase("run", T0, T0 + 1)) | {"cross_instance_hits": 5}
+    name = "upstream streams / unique streaming keys"
+    stub = {"embedding_inputs": 5, "chat_requests": 2}
+    for streams, result in ((30, "PASS"), (32, "PASS"), (33, "FAIL"), (29, "FAIL")):
+        check = by_name(sharing_checks(fig, tl, stub | {"chat_streams": streams}, 10, TH))[name]
+        assert check["result"] == result, streams
+    assert by_name(sharing_checks(fig, tl, stub | {"chat_streams": 30}, 10, TH))[name]["value"] == (
+        "30/30 = 1.00 (2 key(s) cut off at stop, not counted)"
+    )
+    assert by_name(sharing_checks(fig, tl, stub, 10, TH))[name]["result"] == "n/a"
+
+
+def test_only_a_cut_stream_is_marked_cut() -> None:
+    """A connection closed mid-answer is a cut; an error event or a clean end without [DONE] is not."""
+    cut = classify_stream(200, SSE_OK, None, tally(ROLE), cut="closed", warm=True, latency_ms=5, deadline_ms=1e4)
+    event = classify_stream(
+        200, SSE_OK, None, tally(ROLE, ERROR_EVENT % "x"), cut="closed", warm=True, latency_ms=5, deadline_ms=1e4
+    )
+    ended = classify_stream(200, SSE_OK, None, tally(ROLE), cut="", warm=True, latency_ms=5, deadline_ms=1e4)
+    assert [o.cut for o in (cut, event, ended)] == [True, False, False]
+    assert [o.kind for o in (cut, event, ended)] == ["failed"] * 3
+
+
+def kill_timeline() -> tuple[dict[str, Any], list[Phase]]:
+    """Streams every second; three cut streams: in flight at the kill (t=10.2-10.9), one sent after the kill
+    had ended (t=12.5), and one that broke off long after it (t=15)."""
+    secs = [second(T0 + i, warm=10, hits=10, streams=2) for i in range(20)]
+    rec = Recorder()
+    for sent, broke in ((T0 + 9.6, T0 + 10.5), (T0 + 12.5, T0 + 12.6), (T0 + 14.2, T0 + 15.0)):
+        rec.on_request(50.0, RuntimeError("stream cut off"), "s", sent, {"warm": True, "stream": True,
+                                                                          "stream_cut_at": broke})  # fmt: skip
+    for t, sec in rec.seconds.items():
+        secs[t - int(T0)] = second(t, warm=10, hits=9, streams=3, failures=1, warm_failures=1, stream_failures=1) | {
+            "stream_cuts": sec.stream_cuts
+        }
+    return timeline(secs), [Phase("redis-back", T0, T0 + 10), Phase("replica-down", T0 + 10, T0 + 20)]
+
+
+def test_a_stream_cut_by_the_replica_kill_is_reported_and_any_other_cut_fails() -> None:
+    """The stream in flight when the kill ran (10.2-10.9 s) is counted apart, in the phase it was sent in;
+    the one sent after the kill and the one cut 4 s later stay failures."""
+    tl, phases = kill_timeline()
+    kills = [(T0 + 10.2, T0 + 10.9)]
+    back, down = (phase_figures(tl, ph, kills=kills) for ph in phases)
+    assert (back["failures"], back["stream_failures"], back["stream_cut_by_kill"], back["warm_failures"]) == (
+        0,
+        0,
+        1,
+        0,
+    )
+    assert (down["failures"], down["stream_failures"], down["stream_cut_by_kill"]) == (2, 2, 0)
+    assert phase_figures(tl, phases[0])["failures"] == 1  # no kill known: a failure
+    report = kill_cut_check([back, down])
+    assert (report["result"], report["passed"]) == ("WARN", True)
+    assert report["value"].startswith("1 (in flight on the killed replica")
+    assert kill_cut_check([down])["result"] == "PASS"
