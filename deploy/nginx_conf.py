@@ -11,6 +11,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .generated import write_or_check
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_CONF = ROOT / "nginx" / "proxy.conf"
 DOCKER_CONF = ROOT / "nginx" / "docker.conf"
@@ -134,16 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--check", action="store_true", help="exit 1 when nginx/docker.conf is out of date")
     args = parser.parse_args(argv)
-    wanted = docker_conf()
-    current = DOCKER_CONF.read_text() if DOCKER_CONF.exists() else ""
-    if args.check:
-        if current != wanted:
-            print(f"{DOCKER_CONF} is out of date: run `python -m deploy.nginx_conf`", file=sys.stderr)
-            return 1
-        return 0
-    DOCKER_CONF.write_text(wanted)
-    print(f"wrote {DOCKER_CONF}")
-    return 0
+    return write_or_check(DOCKER_CONF, docker_conf(), command="python -m deploy.nginx_conf", check=args.check)
 
 
 if __name__ == "__main__":

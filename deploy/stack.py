@@ -36,6 +36,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=default, dest=name)
     p.add_argument("command", choices=COMMANDS)
     p.add_argument("--scaled", action="store_true", help="up: replicas behind nginx")
+    p.add_argument(
+        "--monitoring",
+        action="store_true",
+        default=os.environ.get("MONITORING", "").lower() in ("1", "true", "yes"),
+        help="up: also Prometheus, and in Docker Grafana (default: MONITORING=1)",
+    )
     p.add_argument("--replicas", type=int, default=int(os.environ.get("REPLICAS", "1")))
     p.add_argument("--workers", type=int, default=None, help="up: gunicorn workers per replica (local)")
     p.add_argument("--timeout", type=float, default=120.0, help="up: seconds to wait for readiness")
@@ -65,6 +71,7 @@ def choose(args: argparse.Namespace) -> tuple[Topology, str]:
         env_file=args.env_file.resolve(),
         project=compose_project(args.run_dir, os.environ),
         redis_maxmemory=redis_maxmemory(os.environ),
+        monitoring=args.monitoring,
         **ports,
     )
     return topology, why
@@ -89,7 +96,15 @@ def run(args: argparse.Namespace, topology: Topology, runtime: Runtime) -> str:
     if command == "up":
         runtime.up(args.timeout)
         data = topology.info()
-        return f"[stack] ready: API at {data['api_url']} ({topology.replicas} replica(s)), stub at {data['stub_url']}"
+        ready = f"[stack] ready: API at {data['api_url']} ({topology.replicas} replica(s)), stub at {data['stub_url']}"
+        if topology.monitoring:
+            ready += f"\n[stack] Prometheus at {data['prometheus_url']}"
+            ready += (
+                f"\n[stack] Grafana at {data['grafana_url']} (user admin, password in {data['grafana_password_file']})"
+                if topology.grafana_url
+                else "\n[stack] no Grafana in the local runtime (no Debian package): RUNTIME=docker has it"
+            )
+        return ready
     if command == "down":
         runtime.down()
         return "[stack] down"

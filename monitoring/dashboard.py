@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from monitoring._generated import write_or_check
+from deploy.generated import write_or_check
 
 __all__ = ["DASHBOARD_FILE", "DATASOURCE_UID", "PANELS", "Panel", "dashboard", "main"]
 

@@ -1,5 +1,6 @@
-"""Seeing it work on a local scaled stack (3 replicas behind nginx): request ids join nginx's and one replica's
-access lines; Debian's Prometheus, started here, scrapes every replica and each dashboard query returns data
+"""Seeing it work on a local scaled stack (3 replicas behind nginx, MONITORING=1): request ids join nginx's and
+one replica's access lines; Debian's Prometheus, which the stack runs, scrapes every replica and each dashboard
+query returns data
 after a short load; `rag_api.warm` skips what is cached and resumes after a kill; a restarted replica answers
 warmed entries from memory.
 
@@ -9,7 +10,6 @@ The tests run in file order against one stack.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -23,11 +23,10 @@ import httpx
 import pytest
 import yaml
 
-from monitoring import prometheus_conf
+from deploy import prometheus_conf
 from monitoring.verify import Answer, run_queries, targets
-from tests.support.processes import ServiceProcess
 from tests.support.stack import REPO, LocalStack
-from tests.support.wait import free_port, wait_until
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +38,10 @@ PRICES = f"{MODEL}:0.02,gpt-4o-mini:0.6"
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    env = {"STUB_LATENCY_MS": "5", "STUB_DIM": "32", "MODEL_PRICES": PRICES, "METRICS_INTERVAL": "1"}
+    """The stack with MONITORING=1: Debian's prometheus under supervisord, scraping the 3 replicas."""
+    if not (shutil.which("prometheus") or Path("/usr/bin/prometheus").exists()):
+        pytest.skip("prometheus is not installed (make system-deps installs Debian's package)")
+    env = {"STUB_LATENCY_MS": "5", "STUB_DIM": "32", "MODEL_PRICES": PRICES, "METRICS_INTERVAL": "1", "MONITORING": "1"}
     local = LocalStack(tmp_path_factory.mktemp("monitoring"), REPLICAS, env=env)
     try:
         local.up()
@@ -55,25 +57,11 @@ def info(stack: LocalStack) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def prometheus(info: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Debian's prometheus, scraping the stack's replicas every second with the project's alert rules."""
-    binary = shutil.which("prometheus") or "/usr/bin/prometheus"
-    if not Path(binary).exists():
-        pytest.skip("prometheus is not installed (make system-deps installs Debian's package)")
-    work = tmp_path_factory.mktemp("prometheus")
-    ports = [int(url.rsplit(":", 1)[1]) for url in info["replica_urls"]]
-    config = work / "prometheus.yml"
-    config.write_text(prometheus_conf.render(prometheus_conf.local_config(ports, interval="1s")))
-    port = free_port()
-    args = [binary, f"--config.file={config}", f"--storage.tsdb.path={work / 'data'}"]
-    args += [f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]
-    process = ServiceProcess(args, port=port, env=os.environ, log_path=work / "prometheus.log")
-    process.ready_path = "/-/ready"
-    process.start(timeout=30)
-    try:
-        yield process.url
-    finally:
-        process.stop()
+def prometheus(info: dict[str, Any]) -> str:
+    """The stack's Prometheus (`up` waited for it to be ready)."""
+    url = info["prometheus_url"]
+    assert httpx.get(f"{url}/-/ready", timeout=5).status_code == 200
+    return str(url)
 
 
 @pytest.fixture
@@ -151,7 +139,8 @@ def test_prometheus_scrapes_every_replica_and_every_panel_has_data(
     instances = {url.split("//")[1] for url in info["replica_urls"]}
     wait_until(
         lambda: {t["labels"]["instance"] for t in targets(prometheus) if t["health"] == "up"} == instances,
-        timeout=30,
+        timeout=60,
+        interval=0.5,
         what="every replica scraped",
     )
     _short_load(client, info)
@@ -161,7 +150,7 @@ def test_prometheus_scrapes_every_replica_and_every_panel_has_data(
         return answers if all(a.series for a in answers) else None
 
     try:
-        answers = wait_until(all_have_data, timeout=60, interval=1, what="every dashboard query returns data")
+        answers = wait_until(all_have_data, timeout=90, interval=1, what="every dashboard query returns data")
     except TimeoutError:
         empty = [(a.panel, a.expr) for a in run_queries(prometheus) if not a.series]
         pytest.fail(f"dashboard queries without data after the load: {empty}")

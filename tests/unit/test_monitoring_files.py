@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from monitoring import dashboard, prometheus_conf
+from deploy import prometheus_conf
+from monitoring import dashboard
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = ROOT / "monitoring" / "prometheus"
@@ -74,7 +75,7 @@ def test_grafana_provisioning_matches_the_dashboard() -> None:
 
 def test_prometheus_configs_are_valid(tmp_path: Path) -> None:
     """The Docker file is current and, like the local runtime's, passes `promtool check config`."""
-    assert prometheus_conf.main(["--check"]) == 0, "run python -m monitoring.prometheus_conf"
+    assert prometheus_conf.main(["--check"]) == 0, "run python -m deploy.prometheus_conf"
     docker = prometheus_conf.docker_config()
     assert docker["scrape_configs"][0]["dns_sd_configs"][0]["names"] == ["api"]
     docker["rule_files"] = [str(prometheus_conf.RULES_FILE)]  # the container's path does not exist here

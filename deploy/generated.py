@@ -1,11 +1,12 @@
-"""Files generated from Python and committed: write them, or check that the committed copy is current."""
+"""Files generated from Python and committed (nginx/docker.conf, the Prometheus and Grafana files): write them,
+or check that the committed copy is current."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from .topology import ROOT
 
 
 def write_or_check(path: Path, text: str, *, command: str, check: bool) -> int:
