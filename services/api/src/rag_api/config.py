@@ -92,8 +92,11 @@ class Settings(BaseSettings):
     access_log: bool = True
     metrics_interval: PositiveFloat = 2.0  # how often each worker exports its cache and Redis figures
     metrics_max_schools: Annotated[int, Field(ge=0)] = 100  # schools with their own metric label; others "other"
-    # `model:usd_per_million_tokens,...`: prices what the model served and what the cache saved.
-    model_prices: Annotated[dict[str, float], NoDecode] = Field(default_factory=dict)
+    # `model:usd_per_million_tokens,...`: prices what the model served and what the cache saved; one price per
+    # model for all its tokens. The default: the demo models at list prices when written (chat: a blend).
+    model_prices: Annotated[dict[str, float], NoDecode] = Field(
+        default_factory=lambda: {"text-embedding-3-small": 0.02, "text-embedding-3-large": 0.13, "gpt-4o-mini": 0.6}
+    )
     # On start, each worker fills its memory tier from Redis with the most recently used entries.
     cache_prewarm_seconds: Annotated[float, Field(ge=0, le=60)] = 2.0  # 0: off
     cache_prewarm_max_bytes: PositiveInt = 64 * 1024 * 1024

@@ -128,6 +128,7 @@ class Progress:
         self.tty = stream.isatty()
         self._drawn = 0.0
         self._decile = -1
+        self._last = ""
 
     def update(self, summary: Summary, *, final: bool = False) -> None:
         done = summary.resumed + summary.sent
@@ -141,7 +142,11 @@ class Progress:
             f"[{'#' * filled}{'.' * (30 - filled)}] {done}/{summary.total} "
             f"cached={summary.cached} computed={summary.computed} failed={summary.failed}"
         )
-        self.stream.write(("\r" + line + ("\n" if final else "")) if self.tty else line + "\n")
+        if self.tty:
+            self.stream.write("\r" + line + ("\n" if final else ""))
+        elif line != self._last:  # the final line repeats the 100% one when nothing changed since
+            self.stream.write(line + "\n")
+        self._last = line
         self.stream.flush()
 
 
