@@ -7,6 +7,7 @@ response says so (`X-Grafana-Standin`) and the test checks the provisioning file
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,7 @@ pytestmark = [
 ]
 
 REPO = Path(__file__).resolve().parents[2]
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 @pytest.fixture
