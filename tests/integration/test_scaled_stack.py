@@ -18,7 +18,7 @@ import httpx
 import pytest
 import redis
 
-from tests.support.stack import REPO, LocalStack
+from tests.support.stack import REPO, LocalStack, local_stack
 from tests.support.wait import port_open, wait_until
 
 pytestmark = pytest.mark.integration
@@ -30,13 +30,9 @@ REPLICAS = 3
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """One scaled stack for the module; torn down (and anything left SIGKILLed) at the end."""
-    local = LocalStack(tmp_path_factory.mktemp("scaled"), REPLICAS, env={"STUB_LATENCY_MS": "20", "STUB_DIM": "32"})
-    try:
-        local.up()
+    env = {"STUB_LATENCY_MS": "20", "STUB_DIM": "32"}
+    with local_stack(tmp_path_factory.mktemp("scaled"), REPLICAS, env=env) as local:
         yield local
-    finally:
-        survivors = local.destroy()
-        assert not survivors, f"processes outlived `down`: {survivors}"
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ from deploy.client import StackClient, free_port_options
 from deploy.procs import descendants, start_time
 from deploy.topology import ROOT as REPO
 
-__all__ = ["REPO", "LocalStack"]
+__all__ = ["REPO", "LocalStack", "local_stack"]
 
 
 class LocalStack(StackClient):
@@ -59,3 +59,15 @@ class LocalStack(StackClient):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         return survivors
+
+
+@contextlib.contextmanager
+def local_stack(run_dir: Path, replicas: int, env: Mapping[str, str] | None = None) -> Iterator[LocalStack]:
+    """A scaled LocalStack up for the block, then destroyed; no process of it may outlive `down`."""
+    stack = LocalStack(run_dir, replicas, env=env)
+    try:
+        stack.up()
+        yield stack
+    finally:
+        survivors = stack.destroy()
+        assert not survivors, f"processes outlived `down`: {survivors}"
