@@ -78,9 +78,8 @@ def test_monitoring_profile_through_make(docker_stack: StackClient) -> None:
 
     def lines(service: str) -> list[str]:
         logs = docker_stack.check("logs", "--lines", "2000")
-        return [
-            line for line in logs.splitlines() if request_id in line and line.split("|")[0].strip().startswith(service)
-        ]
+        plain = (ANSI.sub("", line) for line in logs.splitlines())  # Compose erases lines even without color
+        return [line for line in plain if request_id in line and line.split("|")[0].strip().startswith(service)]
 
     assert len(wait_until(lambda: lines("nginx"), timeout=10, what="nginx's line")) == 1
     assert len(wait_until(lambda: lines("api"), timeout=10, what="a replica's line")) == 1
