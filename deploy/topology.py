@@ -80,8 +80,10 @@ class Topology:
 
     @property
     def grafana_password_file(self) -> Path:
-        """Where the Docker runtime keeps Grafana's generated admin password (GRAFANA_ADMIN_PASSWORD_FILE)."""
-        return self.run_dir / "grafana-admin-password"
+        """Grafana's admin password file (the Compose secret): GRAFANA_ADMIN_PASSWORD_FILE when set, else one the
+        Docker runtime generates in the run dir."""
+        chosen = os.environ.get("GRAFANA_ADMIN_PASSWORD_FILE")
+        return Path(chosen) if chosen else self.run_dir / "grafana-admin-password"
 
     @property
     def api_url(self) -> str:

@@ -88,3 +88,10 @@ def test_grafana_password_is_generated_once(tmp_path: Path) -> None:
     grafana_password(path)
     assert path.read_text() == first
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_an_own_grafana_password_file_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GRAFANA_ADMIN_PASSWORD_FILE names the secret instead of the generated one."""
+    own = tmp_path / "mine"
+    monkeypatch.setenv("GRAFANA_ADMIN_PASSWORD_FILE", str(own))
+    assert topology(tmp_path, "docker").grafana_password_file == own
