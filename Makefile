@@ -12,7 +12,8 @@ LOCKS := requirements/dev.lock requirements/api.lock requirements/stub.lock
 # The venv's python once it exists, else the system's (deploy/ runs the Docker path on the standard library).
 # Recursive (=): expanded when a recipe runs, after its prerequisites may have created the venv.
 HOST_PY = $(if $(wildcard $(PY)),$(PY),python3)
-STACK = $(HOST_PY) -m deploy.stack --runtime $(RUNTIME)
+REDIS_TOPOLOGY ?= standalone
+STACK = $(HOST_PY) -m deploy.stack --runtime $(RUNTIME) --redis-topology $(REDIS_TOPOLOGY)
 
 .PHONY: help setup stack-deps lock system-deps test unit integration lint typecheck check up up-scaled down clean ps logs \
         redis-stop redis-kill redis-start replica-kill loadtest loadtest-ui chaos bench warm
@@ -20,8 +21,8 @@ STACK = $(HOST_PY) -m deploy.stack --runtime $(RUNTIME)
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-system-deps: ## redis-server, nginx and prometheus (promtool: the monitoring tests) from the system's packages
-	@bash scripts/system-deps.sh redis-server nginx prometheus
+system-deps: ## redis-server, redis-sentinel, nginx and prometheus (promtool: the monitoring tests), when missing
+	@bash scripts/system-deps.sh redis-server redis-sentinel nginx prometheus
 
 # Exact versions with hashes (requirements/dev.lock, see README "Dependencies"); the project itself without deps.
 $(VENV)/.installed: pyproject.toml requirements/dev.lock
@@ -79,7 +80,7 @@ logs: ## logs of the running stack
 redis-stop: ## stop Redis gracefully
 	@$(STACK) redis-stop
 
-redis-kill: ## kill Redis with SIGKILL
+redis-kill: ## kill Redis (the current primary with REDIS_TOPOLOGY=sentinel|cluster) with SIGKILL
 	@$(STACK) redis-kill
 
 redis-start: ## start Redis again

@@ -68,7 +68,10 @@ class DockerRuntime:
 
     def compose(self, *args: str, capture: bool = False) -> str:
         """`docker compose <args>` on this stack's files; CommandFailed (with its output) when it fails."""
-        files = ["-f", "docker-compose.yml"] + (["-f", "docker-compose.scale.yml"] if self.t.scaled else [])
+        files = ["-f", "docker-compose.yml"]
+        if self.t.redis_topology != "standalone":  # its Redis services carry redis_layout.py's program names
+            files += ["-f", f"docker-compose.{self.t.redis_topology}.yml"]
+        files += ["-f", "docker-compose.scale.yml"] if self.t.scaled else []
         env = os.environ | {
             "COMPOSE_PROJECT_NAME": self.t.project,
             "REPLICAS": str(self.t.replicas),
@@ -120,14 +123,30 @@ class DockerRuntime:
     def logs(self, lines: int) -> str:
         return self.compose("logs", "--no-color", "--tail", str(lines), capture=True)
 
-    def redis_stop(self) -> None:
-        self.compose("stop", "redis")
+    def primary(self) -> str:
+        """The Redis service that is a primary now (`redis` in a standalone stack)."""
+        for name in self.t.redis_layout.nodes:
+            try:
+                role = self.compose("exec", "-T", name, "redis-cli", "info", "replication", capture=True)
+            except CommandFailed:
+                continue  # stopped or killed
+            if "role:master" in role:
+                return name
+        return "redis"
 
-    def redis_kill(self) -> None:
-        self.compose("kill", "-s", "SIGKILL", "redis")
+    def redis_stop(self) -> str:
+        name = self.primary()
+        self.compose("stop", name)
+        return name
+
+    def redis_kill(self) -> str:
+        name = self.primary()
+        self.compose("kill", "-s", "SIGKILL", name)
+        return name
 
     def redis_start(self, timeout: float = 60) -> None:
-        self.compose("up", "-d", "--no-deps", "--wait", "--wait-timeout", str(int(timeout)), "redis")
+        nodes = list(self.t.redis_layout.nodes)
+        self.compose("up", "-d", "--no-deps", "--wait", "--wait-timeout", str(int(timeout)), *nodes)
 
     def replicas(self) -> list[str]:
         """The api containers' names in replica order (rag-cache-api-1, -2, ..., -10: by number, not as text)."""

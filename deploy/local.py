@@ -20,7 +20,7 @@ from . import nginx_conf, prometheus_conf, supervisor_conf
 from .apienv import api_env, without_settings
 from .errors import CommandFailed, NotReady, StackStateError
 from .procs import alive
-from .readiness import answers, redis_answers, tail, wait_all_behind_nginx, wait_for
+from .readiness import answers, tail, wait_all_behind_nginx, wait_for
 from .topology import Topology, ensure_redis_password
 
 
@@ -83,13 +83,10 @@ class LocalRuntime:
         self.wait_ready(timeout)
 
     def _prepare(self) -> None:
-        for sub in ("logs", "redis"):
-            (self.run / sub).mkdir(parents=True, exist_ok=True)
-        password = ensure_redis_password(self.t, os.environ)
-        # In a file (0600), not on the command line, where `ps` would show it.
-        conf = self.run / "redis" / "redis.conf"
-        conf.touch(mode=0o600)
-        conf.write_text(f'requirepass "{password}"\n')
+        (self.run / "logs").mkdir(parents=True, exist_ok=True)
+        ensure_redis_password(self.t, os.environ)
+        # The password goes in files (0600), not on command lines, where `ps` would show it.
+        self.t.redis_layout.prepare()
         # Metrics files of processes that no longer exist would be summed into the new ones.
         shutil.rmtree(self.run / "prom", ignore_errors=True)
         for name in self.t.replica_ids:
@@ -106,8 +103,8 @@ class LocalRuntime:
         def left() -> float:
             return max(0.5, deadline - time.monotonic())
 
-        checks = [
-            ("Redis answers PING", partial(redis_answers, self.t.redis_port, self.t.redis_password)),
+        checks: list[tuple[str, Callable[[], bool]]] = [
+            (f"Redis ({self.t.redis_topology}) is ready", self.t.redis_layout.ready),
             ("the stub answers /healthz", partial(answers, f"{self.t.stub_url}/healthz")),
         ]
         checks += [
@@ -154,7 +151,8 @@ class LocalRuntime:
         return "\n".join(rows)
 
     def log_files(self) -> list[Path]:
-        names = ["supervisord", "redis", "stub", *self.t.replica_ids]
+        layout = self.t.redis_layout
+        names = ["supervisord", *layout.nodes, *layout.sentinels, "stub", *self.t.replica_ids]
         if self.t.scaled:
             names += ["nginx", "nginx-error", "nginx-access"]
         if self.t.monitoring:
@@ -164,25 +162,29 @@ class LocalRuntime:
     def logs(self, lines: int) -> str:
         return tail(self.log_files(), lines)
 
-    def redis_stop(self) -> None:
-        self.rpc().stopProcess("redis", True)
+    def redis_stop(self) -> str:
+        """Stop the current primary gracefully (standalone: the one Redis)."""
+        name = self.t.redis_layout.primary()
+        self.rpc().stopProcess(name, True)
+        return name
 
-    def redis_kill(self) -> None:
-        """SIGKILL Redis and leave it down (autorestart is off for it)."""
-        pid = self.pid_of("redis")
+    def redis_kill(self) -> str:
+        """SIGKILL the current primary and leave it down (autorestart is off for it); Sentinel or the cluster
+        promote its replica."""
+        name = self.t.redis_layout.primary()
+        pid = self.pid_of(name)
         if pid:
             os.kill(pid, signal.SIGKILL)
             wait_for(lambda: not alive(pid), timeout=10, what=f"redis-server (pid {pid}) is gone")
-        wait_for(lambda: self.rpc().getProcessInfo("redis")["pid"] == 0, timeout=10, what="supervisord saw Redis exit")
+        wait_for(lambda: self.rpc().getProcessInfo(name)["pid"] == 0, timeout=10, what=f"supervisord saw {name} exit")
+        return name
 
     def redis_start(self, timeout: float = 30) -> None:
-        if not self.pid_of("redis"):
-            self.rpc().startProcess("redis", True)
-        wait_for(
-            lambda: redis_answers(self.t.redis_port, self.t.redis_password),
-            timeout=timeout,
-            what="Redis answers PING (AOF loaded)",
-        )
+        """Start every Redis node that is down, and wait until the topology is usable again."""
+        for name in self.t.redis_layout.nodes:
+            if not self.pid_of(name):
+                self.rpc().startProcess(name, True)
+        wait_for(self.t.redis_layout.ready, timeout=timeout, what=f"Redis ({self.t.redis_topology}) is ready")
 
     def replica_kill(self, index: int) -> str:
         """SIGKILL replica `index` (1-based) with its workers; supervisord starts it again."""

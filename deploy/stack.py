@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from .errors import CommandFailed, NotReady, RuntimeUnavailable, StackError
+from .redis_layout import KINDS
 from .runtime import Runtime, resolve, runtime_for
 from .topology import ROOT, Topology, compose_project, default_ports, redis_maxmemory
 
@@ -36,6 +37,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=default, dest=name)
     p.add_argument("command", choices=COMMANDS)
     p.add_argument("--scaled", action="store_true", help="up: replicas behind nginx")
+    p.add_argument(
+        "--redis-topology",
+        choices=KINDS,
+        default=os.environ.get("REDIS_TOPOLOGY") or "standalone",
+        help="up: one Redis, a primary + replica + 3 sentinels, or a 3x2 cluster (README: Outgrowing one Redis)",
+    )
     p.add_argument(
         "--monitoring",
         action="store_true",
@@ -69,6 +76,7 @@ def choose(args: argparse.Namespace) -> tuple[Topology, str]:
         replicas=args.replicas,
         workers=args.workers,
         env_file=args.env_file.resolve(),
+        redis_topology=args.redis_topology,
         project=compose_project(args.run_dir, os.environ),
         redis_maxmemory=redis_maxmemory(os.environ),
         monitoring=args.monitoring,
@@ -113,11 +121,10 @@ def run(args: argparse.Namespace, topology: Topology, runtime: Runtime) -> str:
     if command == "logs":
         return runtime.logs(args.lines)
     if command == "redis-stop":
-        runtime.redis_stop()
-        return "[stack] Redis stopped (SIGTERM)"
+        return f"[stack] Redis primary {runtime.redis_stop()} stopped (SIGTERM)"
     if command == "redis-kill":
-        runtime.redis_kill()
-        return "[stack] Redis killed (SIGKILL); `make redis-start` brings it back"
+        name = runtime.redis_kill()
+        return f"[stack] Redis primary {name} killed (SIGKILL); `make redis-start` brings it back"
     if command == "redis-start":
         runtime.redis_start()
         return "[stack] Redis started and answering"

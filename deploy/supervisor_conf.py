@@ -61,8 +61,39 @@ def replica_env(topology: Topology, index: int, upstream_base_url: str | None) -
         "INSTANCE_ID": name,
         "PROMETHEUS_MULTIPROC_DIR": str(topology.run_dir / "prom" / name),
         "REDIS_URL": topology.redis_url,
+        **topology.redis_layout.api_env(),
         "UPSTREAM_BASE_URL": upstream_base_url or f"{topology.stub_url}/v1",
     }
+
+
+def _redis_programs(topology: Topology, logs: Path) -> list[str]:
+    """The topology's redis-server nodes (`redis` first) and sentinels. Nodes are not restarted automatically:
+    redis-kill / redis-start (and the chaos tests) decide; sentinels are."""
+    layout = topology.redis_layout
+    nodes = [
+        _program(
+            name,
+            [
+                binary("redis-server"),
+                str(layout.auth_conf),  # requirepass, masterauth (written mode 0600 by redis_layout.prepare)
+                *("--port", str(port), "--bind", "127.0.0.1", "--dir", str(layout.node_dir(name))),
+                *("--appendonly", "yes", "--appendfsync", "everysec", "--save", ""),
+                *("--maxmemory", topology.redis_maxmemory, "--maxmemory-policy", "allkeys-lru", "--daemonize", "no"),
+                *layout.node_args(name),
+            ],
+            logs / f"{name}.log",
+            priority=10,
+            autorestart="false",
+            startsecs=0,
+            stopwaitsecs=10,
+        )
+        for name, port in layout.nodes.items()
+    ]
+    sentinels = [
+        _program(name, layout.sentinel_command(name), logs / f"{name}.log", priority=15, autorestart="true")
+        for name in layout.sentinels
+    ]
+    return nodes + sentinels
 
 
 def render(topology: Topology, upstream_base_url: str | None = None) -> str:
@@ -83,22 +114,7 @@ def render(topology: Topology, upstream_base_url: str | None = None) -> str:
         ),
         "[rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
         f"[supervisorctl]\nserverurl = unix://{_value(str(run / 'supervisor.sock'))}",
-        # Redis is not restarted automatically: redis-kill / redis-start (and the chaos tests) decide.
-        _program(
-            "redis",
-            [
-                binary("redis-server"),
-                str(run / "redis" / "redis.conf"),  # requirepass (deploy/local.py writes it, mode 0600)
-                *("--port", str(topology.redis_port), "--bind", "127.0.0.1", "--dir", str(run / "redis")),
-                *("--appendonly", "yes", "--appendfsync", "everysec", "--save", ""),
-                *("--maxmemory", topology.redis_maxmemory, "--maxmemory-policy", "allkeys-lru", "--daemonize", "no"),
-            ],
-            logs / "redis.log",
-            priority=10,
-            autorestart="false",
-            startsecs=0,
-            stopwaitsecs=10,
-        ),
+        *_redis_programs(topology, logs),
         _program(
             "stub",
             [sys.executable, "-m", "upstream_stub", "--host", "127.0.0.1", "--port", str(topology.stub_port)],

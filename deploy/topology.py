@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .errors import StackStateError
+from .redis_layout import RedisLayout
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE_FILE = "stack.json"
@@ -43,6 +44,7 @@ class Topology:
     project: str = "rag-cache"
     # Redis's maxmemory (REDIS_MAXMEMORY), in both runtimes: small values let a test fill it quickly.
     redis_maxmemory: str = "512mb"
+    redis_topology: str = "standalone"  # REDIS_TOPOLOGY: standalone, sentinel or cluster (see redis_layout.py)
     # MONITORING=1: Prometheus (both runtimes) and Grafana (Docker only; Grafana has no Debian package).
     monitoring: bool = False
     prometheus_port: int = 9090
@@ -98,6 +100,10 @@ class Topology:
             return ""
 
     @property
+    def redis_layout(self) -> RedisLayout:
+        return RedisLayout(self.redis_topology, self.redis_port, self.run_dir, self.redis_password)
+
+    @property
     def redis_url(self) -> str:
         if self.runtime == "docker":
             return "redis://redis:6379/0 (Compose network only; `docker compose exec redis redis-cli`)"
@@ -114,6 +120,7 @@ class Topology:
             "replica_urls": self.replica_urls,
             "replica_ids": self.replica_ids if self.runtime == "local" else [],
             "redis_url": self.redis_url,
+            "redis_topology": self.redis_topology,
             "replicas": self.replicas,
             "scaled": self.scaled,
             "run_dir": str(self.run_dir),

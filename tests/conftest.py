@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from tests.support.redis_server import RedisServer
+from tests.support.redis_topologies import ClusterTopology, SentinelTopology
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +37,26 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     if server.proc is not None:
         server.thaw()
     server.stop()
+
+
+T = TypeVar("T", SentinelTopology, ClusterTopology)
+
+
+def _running(topology: T) -> Iterator[T]:
+    try:
+        topology.start()
+        yield topology
+    finally:
+        topology.stop()
+
+
+@pytest.fixture(scope="session")
+def sentinel_topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelTopology]:
+    """A primary, a replica and three sentinels for the session; tests that fail it over start their own."""
+    yield from _running(SentinelTopology(tmp_path_factory.mktemp("sentinel")))
+
+
+@pytest.fixture(scope="session")
+def cluster_topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterTopology]:
+    """Three primaries with a replica each for the session; tests that fail one over start their own."""
+    yield from _running(ClusterTopology(tmp_path_factory.mktemp("cluster")))

@@ -1,4 +1,5 @@
-"""One behaviour suite for every cache tier: the memory tier, Redis on fakeredis, and a real redis-server."""
+"""One behaviour suite for every cache tier: the memory tier, Redis on fakeredis, a real redis-server, and real
+Sentinel and Cluster topologies."""
 
 from __future__ import annotations
 
@@ -9,12 +10,19 @@ import pytest
 from rag_api.cache import CacheTier, MemoryTier, RedisOptions, RedisTier
 
 from tests.support.redis_server import RedisServer
+from tests.support.redis_topologies import ClusterTopology, SentinelTopology
 
 PREFIX = "cache:embedding:school:1:"
 
 
 @pytest.fixture(
-    params=["memory", "fakeredis", pytest.param("redis", marks=pytest.mark.integration)],
+    params=[
+        "memory",
+        "fakeredis",
+        pytest.param("redis", marks=pytest.mark.integration),
+        pytest.param("sentinel", marks=pytest.mark.integration),
+        pytest.param("cluster", marks=pytest.mark.integration),
+    ],
 )
 async def tier(request: pytest.FixtureRequest) -> AsyncIterator[CacheTier]:
     if request.param == "memory":
@@ -25,10 +33,14 @@ async def tier(request: pytest.FixtureRequest) -> AsyncIterator[CacheTier]:
         redis_tier = RedisTier(
             RedisOptions(url="redis://fake"), channel="c", factory=lambda: fakeredis.FakeAsyncRedis(server=server)
         )
-    else:
+    elif request.param == "redis":
         real: RedisServer = request.getfixturevalue("redis_server")
         real.flushall()
         redis_tier = RedisTier(RedisOptions(url=real.url), channel="c")
+    else:
+        topology: SentinelTopology | ClusterTopology = request.getfixturevalue(f"{request.param}_topology")
+        topology.flushall()
+        redis_tier = RedisTier(topology.options(), channel="c")
     yield redis_tier
     await redis_tier.aclose()
 

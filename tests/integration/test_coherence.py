@@ -3,32 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.integration.conftest import StartWorkers
 from tests.support.redis_server import RedisServer
 from tests.support.wait import wait_until
-from tests.support.workers import Worker
 
 pytestmark = pytest.mark.integration
-StartWorkers = Callable[..., list[Worker]]
-
-
-@pytest.fixture
-def start_workers() -> Iterator[StartWorkers]:
-    started: list[Worker] = []
-
-    def start(url: str, count: int = 3, **env: str) -> list[Worker]:
-        workers = [Worker({"REDIS_URL": url, "CACHE_BREAKER_PROBE_INTERVAL": "0.1", **env}) for _ in range(count)]
-        started.extend(workers)
-        for worker in workers:
-            worker.wait_coherent()
-        return workers
-
-    yield start
-    for worker in started:
-        worker.close()
 
 
 @pytest.mark.parametrize("protocol", ["2", "3"])

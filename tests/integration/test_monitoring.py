@@ -25,7 +25,7 @@ import yaml
 
 from deploy import prometheus_conf
 from monitoring.verify import Answer, run_queries, targets
-from tests.support.stack import REPO, LocalStack, local_stack
+from tests.support.stack import REPO, LocalStack
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
@@ -42,7 +42,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     if not (shutil.which("prometheus") or Path("/usr/bin/prometheus").exists()):
         pytest.skip("prometheus is not installed (make system-deps installs Debian's package)")
     env = {"STUB_LATENCY_MS": "5", "STUB_DIM": "32", "MODEL_PRICES": PRICES, "METRICS_INTERVAL": "1", "MONITORING": "1"}
-    with local_stack(tmp_path_factory.mktemp("monitoring"), REPLICAS, env=env) as local:
+    with LocalStack(tmp_path_factory.mktemp("monitoring"), REPLICAS, env=env).running() as local:
         yield local
 
 

@@ -18,7 +18,7 @@ import httpx
 import pytest
 import redis
 
-from tests.support.stack import REPO, LocalStack, local_stack
+from tests.support.stack import REPO, LocalStack
 from tests.support.wait import port_open, wait_until
 
 pytestmark = pytest.mark.integration
@@ -30,8 +30,8 @@ REPLICAS = 3
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """One scaled stack for the module; torn down (and anything left SIGKILLed) at the end."""
-    env = {"STUB_LATENCY_MS": "20", "STUB_DIM": "32"}
-    with local_stack(tmp_path_factory.mktemp("scaled"), REPLICAS, env=env) as local:
+    local = LocalStack(tmp_path_factory.mktemp("scaled"), REPLICAS, env={"STUB_LATENCY_MS": "20", "STUB_DIM": "32"})
+    with local.running():
         yield local
 
 

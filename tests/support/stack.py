@@ -13,7 +13,7 @@ from deploy.client import StackClient, free_port_options
 from deploy.procs import descendants, start_time
 from deploy.topology import ROOT as REPO
 
-__all__ = ["REPO", "LocalStack", "local_stack"]
+__all__ = ["REPO", "LocalStack"]
 
 
 class LocalStack(StackClient):
@@ -31,6 +31,16 @@ class LocalStack(StackClient):
         info = super().up(replicas, scaled=scaled, workers=workers, timeout=timeout)
         self.pids()
         return info
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[LocalStack]:
+        """Up for the block, then destroyed; fails when a process outlived `down`."""
+        try:
+            self.up()
+            yield self
+        finally:
+            survivors = self.destroy()
+            assert not survivors, f"processes outlived `down`: {survivors}"
 
     def supervisord_pid(self) -> int | None:
         assert self.run_dir is not None, "LocalStack.on_free_ports() names the run dir"
@@ -59,15 +69,3 @@ class LocalStack(StackClient):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         return survivors
-
-
-@contextlib.contextmanager
-def local_stack(run_dir: Path, replicas: int, env: Mapping[str, str] | None = None) -> Iterator[LocalStack]:
-    """A scaled LocalStack up for the block, then destroyed; no process of it may outlive `down`."""
-    stack = LocalStack(run_dir, replicas, env=env)
-    try:
-        stack.up()
-        yield stack
-    finally:
-        survivors = stack.destroy()
-        assert not survivors, f"processes outlived `down`: {survivors}"

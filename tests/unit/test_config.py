@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from rag_api.cache import RedisOptions
 from rag_api.config import ConfigError, load_settings
 
 
@@ -57,3 +58,33 @@ def test_the_request_budget_is_checked_against_its_parts(
         monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigError, match=named):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"REDIS_MODE": "sharded"}, "REDIS_MODE"),
+        ({"REDIS_MODE": "sentinel"}, "REDIS_SENTINELS"),
+        ({"REDIS_MODE": "cluster"}, "REDIS_CLUSTER_NODES"),
+        ({"REDIS_MODE": "sentinel", "REDIS_SENTINELS": "host-without-port"}, "REDIS_SENTINELS"),
+        ({"REDIS_MODE": "cluster", "REDIS_CLUSTER_NODES": "a:1,b:70000"}, "REDIS_CLUSTER_NODES"),
+    ],
+)
+def test_a_topology_is_checked_at_start_up(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], named: str) -> None:
+    """An unknown REDIS_MODE, or Sentinel / Cluster without valid `host:port` endpoints, stops start-up."""
+    for variable, value in env.items():
+        monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=named):
+        load_settings()
+
+
+def test_topology_endpoints_parse_and_the_password_stays_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`host:port,host:port` becomes address pairs; REDIS_PASSWORD shows in no repr of the settings or options."""
+    monkeypatch.setenv("REDIS_MODE", "sentinel")
+    monkeypatch.setenv("REDIS_SENTINELS", "s1:26379, 10.0.0.2:26380,")
+    monkeypatch.setenv("REDIS_PASSWORD", "hunter2-redis")
+    settings = load_settings()
+    assert settings.redis_sentinels == (("s1", 26379), ("10.0.0.2", 26380))
+    assert "hunter2-redis" not in repr(settings)
+    options = RedisOptions(url="", mode="sentinel", sentinels=settings.redis_sentinels, password="hunter2-redis")
+    assert "hunter2-redis" not in repr(options)

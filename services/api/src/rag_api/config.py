@@ -31,6 +31,13 @@ class Settings(BaseSettings):
     redis_connect_timeout: PositiveFloat = 0.25
     redis_socket_timeout: PositiveFloat = 0.25
     redis_pool_timeout: PositiveFloat = 0.25
+    # Topology (README "Outgrowing one Redis"): standalone uses REDIS_URL; sentinel finds the primary named
+    # REDIS_SENTINEL_MASTER through REDIS_SENTINELS; cluster starts from any of REDIS_CLUSTER_NODES.
+    redis_mode: Literal["standalone", "sentinel", "cluster"] = "standalone"
+    redis_sentinels: Annotated[tuple[tuple[str, int], ...], NoDecode] = ()
+    redis_sentinel_master: str = "mymaster"
+    redis_cluster_nodes: Annotated[tuple[tuple[str, int], ...], NoDecode] = ()
+    redis_password: SecretStr | None = None
 
     # Memory tier, the per-process fallback (the seed's CACHE_MAX_SIZE, plus a byte bound).
     cache_max_size: PositiveInt = 10_000
@@ -131,6 +138,28 @@ class Settings(BaseSettings):
                 raise ValueError(f"MODEL_PRICES entry {number} is not 'model:usd_per_million_tokens'")
             prices[model] = value
         return prices
+
+    @field_validator("redis_sentinels", "redis_cluster_nodes", mode="before")
+    @classmethod
+    def _parse_addresses(cls, raw: object) -> object:
+        """Parse `host:port,host:port`; a malformed entry fails start-up naming it."""
+        if not isinstance(raw, str):
+            return raw
+        addresses: list[tuple[str, int]] = []
+        for entry in filter(None, (e.strip() for e in raw.split(","))):
+            host, sep, port = entry.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{entry!r} is not 'host:port'")
+            addresses.append((host, int(port)))
+        return tuple(addresses)
+
+    @model_validator(mode="after")
+    def _check_topology(self) -> Settings:
+        if self.redis_mode == "sentinel" and not self.redis_sentinels:
+            raise ValueError("REDIS_MODE=sentinel needs REDIS_SENTINELS (host:port,host:port)")
+        if self.redis_mode == "cluster" and not self.redis_cluster_nodes:
+            raise ValueError("REDIS_MODE=cluster needs REDIS_CLUSTER_NODES (host:port,host:port)")
+        return self
 
     @model_validator(mode="after")
     def _check_keys(self) -> Settings:

@@ -46,6 +46,11 @@ def build_cache(name: str, settings: Settings, *, default_ttl: float | None = No
         connect_timeout=settings.redis_connect_timeout,
         socket_timeout=settings.redis_socket_timeout,
         pool_timeout=settings.redis_pool_timeout,
+        mode=settings.redis_mode,
+        sentinels=settings.redis_sentinels,
+        sentinel_master=settings.redis_sentinel_master,
+        cluster_nodes=settings.redis_cluster_nodes,
+        password=settings.redis_password.get_secret_value() if settings.redis_password else None,
     )
     channel = f"cache:{name}:invalidations"
     return CacheManager(

@@ -12,6 +12,7 @@ subscription drops until it is back, and drops the memory tier when it resubscri
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -94,8 +95,7 @@ class InvalidationListener:
             await asyncio.sleep(self._interval)
 
     async def _listen_once(self) -> None:
-        client = self._tier.pubsub_client()
-        pubsub = client.pubsub()
+        pubsub, close = await self._tier.open_pubsub()
         task = asyncio.current_task()
         try:
             with translate_errors():
@@ -108,12 +108,8 @@ class InvalidationListener:
                     if message is not None:
                         self._subscriber.handle(message)
         finally:
-            try:
-                with translate_errors():
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-                    await client.aclose()
-            except CacheBackendError:  # the connection is already gone; nothing left to close
-                pass
+            with contextlib.suppress(CacheBackendError):  # the connection is already gone; nothing left to close
+                await close()
 
 
 class ThreadedInvalidationListener:
@@ -147,7 +143,7 @@ class ThreadedInvalidationListener:
 
     def _listen_once(self) -> None:
         client = self._tier.pubsub_client()
-        pubsub: Any = client.pubsub()  # type: ignore[no-untyped-call]
+        pubsub: Any = client.pubsub()
         try:
             with translate_errors():
                 pubsub.subscribe(self._tier.channel)

@@ -279,6 +279,19 @@ class CacheManager:
             "coherent": self._coherent.subscribed,
         }
 
+    async def topology(self) -> dict[str, Any] | None:
+        """The Redis topology (mode, primary, whether a failover is under way), or None without Redis. Asked
+        past the breaker, within the usual budget: while the breaker is open is when it matters most."""
+        if self.redis is None:
+            return None
+        try:
+            return await self.redis.topology()
+        except CacheBackendError as exc:
+            mode = self.redis.options.mode
+            # Sentinel and Cluster exist to replace a lost primary: an unreachable one means a failover is due.
+            failover = mode != "standalone"
+            return {"mode": mode, "primary": None, "primaries": [], "failover_in_progress": failover, "error": str(exc)}
+
     def stats(self) -> dict[str, Any]:
         c = self.counters
         lookups = c.hits + c.misses

@@ -41,6 +41,7 @@ _REDIS_FIGURES = (
     "maxmemory_policy",
     "evicted_keys",
     "expired_keys",
+    "primaries",  # a cluster: how many primaries the memory figures add up
 )
 
 _MAX_SCHOOL_ID = 2**63 - 1
@@ -100,7 +101,9 @@ def _no_query_scope(request: Request) -> None:
 @router.get("/health")
 async def cache_health(services: ServicesDep) -> dict[str, Any]:
     """200 while this process can serve; `degraded` when Redis is enabled but not answering."""
-    emb, llm = await asyncio.gather(services.embeddings.health(), services.llm.health())
+    emb, llm, topology = await asyncio.gather(
+        services.embeddings.health(), services.llm.health(), services.embeddings.topology()
+    )
     available = bool(emb.get("redis_available")) and bool(llm.get("redis_available"))
     enabled = bool(emb.get("redis_enabled", services.settings.redis_enabled))
     return {
@@ -110,6 +113,8 @@ async def cache_health(services: ServicesDep) -> dict[str, Any]:
         "redis_available": available,
         "redis_enabled": enabled,
         "breaker": {"embedding": emb.get("breaker"), "llm": llm.get("breaker")},
+        # Which Redis topology, which primary, and whether a failover is under way (null without Redis).
+        "redis_topology": topology,
         "instance": services.settings.instance_id,
     }
 
@@ -120,7 +125,7 @@ async def cache_stats(principal: PrincipalDep, services: ServicesDep) -> dict[st
     figures (a tenant key: 403, the figures are not per school)."""
     if not principal.is_admin:
         raise HTTPException(403, detail="/cache/stats needs the admin key")
-    info = await services.embeddings.redis_info()
+    info, topology = await asyncio.gather(services.embeddings.redis_info(), services.embeddings.topology())
     redis: dict[str, Any] | None = None
     if info is not None:
         redis = {name: info[name] for name in _REDIS_FIGURES if name in info}
@@ -132,6 +137,7 @@ async def cache_stats(principal: PrincipalDep, services: ServicesDep) -> dict[st
         "llm": services.llm.stats(),
         "redis": redis,
         "redis_available": redis is not None,
+        "redis_topology": topology,
         # The model's circuit breakers in this process (rag_api.model_breaker), by model name.
         "upstream": {"breakers": services.upstream.breakers.snapshot()},
     }
