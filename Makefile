@@ -16,13 +16,13 @@ REDIS_TOPOLOGY ?= standalone
 STACK = $(HOST_PY) -m deploy.stack --runtime $(RUNTIME) --redis-topology $(REDIS_TOPOLOGY)
 
 .PHONY: help setup stack-deps lock system-deps test unit integration lint typecheck check up up-scaled down clean ps logs \
-        redis-stop redis-kill redis-start replica-kill loadtest loadtest-ui chaos bench
+        redis-stop redis-kill redis-start replica-kill loadtest loadtest-ui chaos bench warm
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-system-deps: ## redis-server, redis-sentinel and nginx from the system's packages, when missing
-	@bash scripts/system-deps.sh redis-server redis-sentinel nginx
+system-deps: ## redis-server, redis-sentinel, nginx and prometheus (promtool: the monitoring tests), when missing
+	@bash scripts/system-deps.sh redis-server redis-sentinel nginx prometheus
 
 # Exact versions with hashes (requirements/dev.lock, see README "Dependencies"); the project itself without deps.
 $(VENV)/.installed: pyproject.toml requirements/dev.lock
@@ -62,7 +62,7 @@ check: setup ## lint, format check and types
 up: stack-deps ## one API instance, Redis and the upstream stub; API at http://127.0.0.1:8001
 	$(STACK) up --replicas 1
 
-up-scaled: stack-deps ## REPLICAS API replicas behind nginx at http://127.0.0.1:8080
+up-scaled: stack-deps ## REPLICAS API replicas behind nginx at http://127.0.0.1:8080 (MONITORING=1: + Prometheus, Grafana)
 	$(STACK) up --scaled --replicas $(REPLICAS)
 
 down: ## stop and remove everything up/up-scaled started
@@ -101,3 +101,7 @@ chaos: $(VENV)/.installed ## Locust load while the model fails, Redis is killed 
 bench: setup ## the benchmark suite; prints figures, writes reports/bench-*.json
 	@bash scripts/system-deps.sh wrk
 	$(PY) -m bench.run
+
+warm: $(VENV)/.installed ## FILE=inputs.jsonl SCHOOL=N: fill a school's cache from a JSONL file (resumable)
+	@if [ -z "$(FILE)" ] || [ -z "$(SCHOOL)" ]; then echo "usage: make warm FILE=inputs.jsonl SCHOOL=123 [WARM_ARGS=...]" >&2; exit 2; fi
+	$(PY) -m rag_api.warm "$(FILE)" --school "$(SCHOOL)" $(WARM_ARGS)

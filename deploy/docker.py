@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import subprocess
+from pathlib import Path
 
 from .errors import CommandFailed, RuntimeUnavailable, StackStateError
 from .readiness import answers, wait_all_behind_nginx, wait_for
@@ -49,6 +51,15 @@ def docker_unavailable() -> str | None:
     return None
 
 
+def grafana_password(path: Path) -> None:
+    """Grafana's admin password, generated once into `path` (the Compose secret): never a default one. Readable
+    by all (0644): Grafana runs as its own user in the container, and Compose file secrets keep the host's mode."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(24) + "\n")
+        path.chmod(0o644)
+
+
 class DockerRuntime:
     """The same commands as LocalRuntime, mapped onto Compose."""
 
@@ -69,8 +80,13 @@ class DockerRuntime:
             "STUB_PORT": str(self.t.stub_port),
             "REDIS_PASSWORD": ensure_redis_password(self.t, os.environ),
             "REDIS_MAXMEMORY": self.t.redis_maxmemory,
+            "PROMETHEUS_PORT": str(self.t.prometheus_port),
+            "GRAFANA_PORT": str(self.t.grafana_port),
+            "GRAFANA_ADMIN_PASSWORD_FILE": str(self.t.grafana_password_file),
         }
-        argv = ["docker", "compose", *files, *args]
+        # The monitoring profile (Prometheus, Grafana): docker-compose.yml's `profiles: [monitoring]` services.
+        profile = ["--profile", "monitoring"] if self.t.monitoring else []
+        argv = ["docker", "compose", *files, *profile, *args]
         try:
             # Not captured unless asked: `up --build` shows its progress as it goes.
             done = subprocess.run(argv, cwd=ROOT, env=env, text=True, capture_output=capture, check=False)
@@ -86,6 +102,8 @@ class DockerRuntime:
         if why:
             raise RuntimeUnavailable(f"{why}; RUNTIME=local runs the same stack without Docker")
         self.t.save()
+        if self.t.monitoring:
+            grafana_password(self.t.grafana_password_file)
         self.compose("up", "-d", "--build", "--wait", "--wait-timeout", str(int(timeout)), "--remove-orphans")
         self.wait_ready(timeout)
 

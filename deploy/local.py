@@ -16,7 +16,7 @@ from typing import Any, cast
 
 from supervisor.xmlrpc import SupervisorTransport
 
-from . import nginx_conf, supervisor_conf
+from . import nginx_conf, prometheus_conf, supervisor_conf
 from .apienv import api_env, without_settings
 from .errors import CommandFailed, NotReady, StackStateError
 from .procs import alive
@@ -93,6 +93,8 @@ class LocalRuntime:
             (self.run / "prom" / name).mkdir(parents=True)
         if self.t.scaled:
             nginx_conf.write_local(run_dir=self.run, listen_port=self.t.nginx_port, replica_ports=self.t.replica_ports)
+        if self.t.monitoring:
+            prometheus_conf.write_local(self.run / "prometheus", self.t.replica_ports)
 
     def wait_ready(self, timeout: float) -> None:
         """Redis, the stub, every replica directly, then every replica through nginx; NotReady otherwise."""
@@ -113,6 +115,9 @@ class LocalRuntime:
             wait_for(partial(self._unless_fatal, check), timeout=left(), what=what)
         if self.t.nginx_url:
             wait_all_behind_nginx(self.t.nginx_url, self.t.replicas, timeout=left())
+        if self.t.prometheus_url:
+            ready = partial(answers, f"{self.t.prometheus_url}/-/ready")
+            wait_for(partial(self._unless_fatal, ready), timeout=left(), what="Prometheus answers /-/ready")
 
     def _unless_fatal(self, check: Callable[[], bool]) -> bool:
         """`check()`, but NotReady at once when supervisord gave up on a program (it kept exiting at start)."""
@@ -150,6 +155,8 @@ class LocalRuntime:
         names = ["supervisord", *layout.nodes, *layout.sentinels, "stub", *self.t.replica_ids]
         if self.t.scaled:
             names += ["nginx", "nginx-error", "nginx-access"]
+        if self.t.monitoring:
+            names.append("prometheus")
         return [self.run / "logs" / f"{n}.log" for n in names]
 
     def logs(self, lines: int) -> str:

@@ -11,6 +11,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .generated import write_or_check
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_CONF = ROOT / "nginx" / "proxy.conf"
 DOCKER_CONF = ROOT / "nginx" / "docker.conf"
@@ -24,10 +26,19 @@ DOCKER_SHARED_PATH = "/etc/nginx/rag/proxy.conf"
 FAIL_TIMEOUT = "5s"
 KEEPALIVE = 32
 
+# The request id: the client's X-Request-ID when it is one the API accepts as it is (rag_api.access_log:
+# up to 128 of these characters), else nginx's own $request_id. Forwarded to the replica (nginx/proxy.conf),
+# echoed by it, and in both access lines, which it joins.
+_REQUEST_ID_MAP = (
+    "map $http_x_request_id $rag_request_id {\n"
+    '    "~^[A-Za-z0-9._:-]{1,128}$" $http_x_request_id;\n'
+    "    default $request_id;\n"
+    "}"
+)
 _LOG_FORMAT = (
     "log_format rag_upstream '$remote_addr [$time_local] \"$request\" $status $body_bytes_sent '\n"
     "                        'upstream=$upstream_addr upstream_status=$upstream_status "
-    "rt=$request_time urt=$upstream_response_time';"
+    "rt=$request_time urt=$upstream_response_time rid=$rag_request_id';"
 )
 
 
@@ -49,6 +60,7 @@ def site_conf(servers: Sequence[str], *, listen: str, shared_path: str, access_l
     """The http-level part: log format, upstream block and the server that includes the shared file."""
     return "\n".join(
         [
+            _REQUEST_ID_MAP,
             _LOG_FORMAT,
             "",
             upstream_block(servers, resolver=resolver),
@@ -124,16 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--check", action="store_true", help="exit 1 when nginx/docker.conf is out of date")
     args = parser.parse_args(argv)
-    wanted = docker_conf()
-    current = DOCKER_CONF.read_text() if DOCKER_CONF.exists() else ""
-    if args.check:
-        if current != wanted:
-            print(f"{DOCKER_CONF} is out of date: run `python -m deploy.nginx_conf`", file=sys.stderr)
-            return 1
-        return 0
-    DOCKER_CONF.write_text(wanted)
-    print(f"wrote {DOCKER_CONF}")
-    return 0
+    return write_or_check(DOCKER_CONF, docker_conf(), command="python -m deploy.nginx_conf", check=args.check)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,8 @@ def free_port_run(count: int, taken: set[int]) -> int:
 
 
 def stack_ports(replicas: int) -> dict[str, int]:
-    """Ports for deploy.stack's --nginx-port, --stub-port, --redis-port and --api-port (the first replica)."""
-    ports = {name: free_port() for name in ("nginx", "stub", "redis")}
+    """Ports for deploy.stack's --nginx-port, --stub-port, --redis-port, --prometheus-port, --grafana-port and
+    --api-port (the first replica)."""
+    ports = {name: free_port() for name in ("nginx", "stub", "redis", "prometheus", "grafana")}
     ports["api"] = free_port_run(replicas, taken=set(ports.values()))
     return ports

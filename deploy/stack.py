@@ -43,6 +43,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=os.environ.get("REDIS_TOPOLOGY") or "standalone",
         help="up: one Redis, a primary + replica + 3 sentinels, or a 3x2 cluster (README: Outgrowing one Redis)",
     )
+    p.add_argument(
+        "--monitoring",
+        action="store_true",
+        default=os.environ.get("MONITORING", "").lower() in ("1", "true", "yes"),
+        help="up: also Prometheus, and in Docker Grafana (default: MONITORING=1)",
+    )
     p.add_argument("--replicas", type=int, default=int(os.environ.get("REPLICAS", "1")))
     p.add_argument("--workers", type=int, default=None, help="up: gunicorn workers per replica (local)")
     p.add_argument("--timeout", type=float, default=120.0, help="up: seconds to wait for readiness")
@@ -73,6 +79,7 @@ def choose(args: argparse.Namespace) -> tuple[Topology, str]:
         redis_topology=args.redis_topology,
         project=compose_project(args.run_dir, os.environ),
         redis_maxmemory=redis_maxmemory(os.environ),
+        monitoring=args.monitoring,
         **ports,
     )
     return topology, why
@@ -97,7 +104,15 @@ def run(args: argparse.Namespace, topology: Topology, runtime: Runtime) -> str:
     if command == "up":
         runtime.up(args.timeout)
         data = topology.info()
-        return f"[stack] ready: API at {data['api_url']} ({topology.replicas} replica(s)), stub at {data['stub_url']}"
+        ready = f"[stack] ready: API at {data['api_url']} ({topology.replicas} replica(s)), stub at {data['stub_url']}"
+        if topology.monitoring:
+            ready += f"\n[stack] Prometheus at {data['prometheus_url']}"
+            ready += (
+                f"\n[stack] Grafana at {data['grafana_url']} (user admin, password in {data['grafana_password_file']})"
+                if topology.grafana_url
+                else "\n[stack] no Grafana in the local runtime (no Debian package): RUNTIME=docker has it"
+            )
+        return ready
     if command == "down":
         runtime.down()
         return "[stack] down"

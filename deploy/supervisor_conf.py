@@ -146,6 +146,25 @@ def render(topology: Topology, upstream_base_url: str | None = None) -> str:
             )
         )
     sections.append(f"[group:api]\nprograms = {','.join(topology.replica_ids)}")
+    if topology.monitoring:
+        prometheus = run / "prometheus"
+        sections.append(
+            _program(
+                "prometheus",
+                [
+                    binary("prometheus"),
+                    f"--config.file={prometheus / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={prometheus / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{topology.prometheus_port}",
+                    "--storage.tsdb.retention.time=2d",
+                ],
+                logs / "prometheus.log",
+                priority=50,
+                autorestart="true",
+                startsecs=1,
+                stopwaitsecs=10,
+            )
+        )
     if topology.scaled:
         conf = run / "nginx" / "nginx.conf"
         sections.append(

@@ -45,6 +45,10 @@ class Topology:
     # Redis's maxmemory (REDIS_MAXMEMORY), in both runtimes: small values let a test fill it quickly.
     redis_maxmemory: str = "512mb"
     redis_topology: str = "standalone"  # REDIS_TOPOLOGY: standalone, sentinel or cluster (see redis_layout.py)
+    # MONITORING=1: Prometheus (both runtimes) and Grafana (Docker only; Grafana has no Debian package).
+    monitoring: bool = False
+    prometheus_port: int = 9090
+    grafana_port: int = 3000
 
     @property
     def replica_ids(self) -> list[str]:
@@ -67,6 +71,21 @@ class Topology:
         if self.runtime == "docker" and self.scaled:
             return []  # replicas are reachable on the Compose network only, through nginx
         return [f"http://127.0.0.1:{p}" for p in self.replica_ports]
+
+    @property
+    def prometheus_url(self) -> str | None:
+        return f"http://127.0.0.1:{self.prometheus_port}" if self.monitoring else None
+
+    @property
+    def grafana_url(self) -> str | None:
+        return f"http://127.0.0.1:{self.grafana_port}" if self.monitoring and self.runtime == "docker" else None
+
+    @property
+    def grafana_password_file(self) -> Path:
+        """Grafana's admin password file (the Compose secret): GRAFANA_ADMIN_PASSWORD_FILE when set, else one the
+        Docker runtime generates in the run dir."""
+        chosen = os.environ.get("GRAFANA_ADMIN_PASSWORD_FILE")
+        return Path(chosen) if chosen else self.run_dir / "grafana-admin-password"
 
     @property
     def api_url(self) -> str:
@@ -106,6 +125,12 @@ class Topology:
             "scaled": self.scaled,
             "run_dir": str(self.run_dir),
             **({"compose_project": self.project} if self.runtime == "docker" else {}),
+            **({"prometheus_url": self.prometheus_url} if self.monitoring else {}),
+            **(
+                {"grafana_url": self.grafana_url, "grafana_password_file": str(self.grafana_password_file)}
+                if self.grafana_url
+                else {}
+            ),
         }
 
     def save(self) -> None:
@@ -178,4 +203,6 @@ def default_ports() -> dict[str, int]:
         "nginx_port": _env_int("STACK_NGINX_PORT", 8080),
         "stub_port": _env_int("STACK_STUB_PORT", 8090),
         "redis_port": _env_int("STACK_REDIS_PORT", 6379),
+        "prometheus_port": _env_int("STACK_PROMETHEUS_PORT", 9090),
+        "grafana_port": _env_int("STACK_GRAFANA_PORT", 3000),
     }

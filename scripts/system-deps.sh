@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the named system packages (default: redis-server redis-sentinel nginx, what the local runtime and the
-# tests run; redis-sentinel for REDIS_TOPOLOGY=sentinel; `make bench` adds wrk) from Debian's packages when they
-# are missing; says what to do when it can't.
+# tests run; redis-sentinel for REDIS_TOPOLOGY=sentinel; `make system-deps` adds prometheus, whose promtool the
+# monitoring tests run; `make bench` adds wrk) from Debian's packages when they are missing; says what to do when
+# it can't.
 # The Docker runtime needs none of them.
 set -euo pipefail
 wanted=("$@")
@@ -20,6 +21,7 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     service nginx stop >/dev/null 2>&1 || true
     service redis-server stop >/dev/null 2>&1 || true
     service redis-sentinel stop >/dev/null 2>&1 || true
+    service prometheus stop >/dev/null 2>&1 || true
 else
     echo "system-deps: missing ${missing[*]}: install them (Debian/Ubuntu: sudo apt-get install -y ${missing[*]})" >&2
     exit 1

@@ -100,9 +100,14 @@ def test_a_broken_document_fails_the_schema() -> None:
 
 
 def test_services_and_published_ports(base: dict[str, Any], merged: dict[str, Any]) -> None:
-    """Base: redis, stub and api on 8001; scaled: nginx on 8080, api unpublished, Redis never on the host."""
-    assert set(base["services"]) == {"redis", "stub", "api"}
-    assert set(merged["services"]) == {"redis", "stub", "api", "nginx"}
+    """Base: redis, stub and api on 8001; scaled: nginx on 8080, api unpublished, Redis never on the host;
+    Prometheus and Grafana only in the monitoring profile."""
+    monitoring = {"prometheus", "grafana"}
+    assert set(base["services"]) == {"redis", "stub", "api", *monitoring}
+    assert set(merged["services"]) == {"redis", "stub", "api", "nginx", *monitoring}
+    for name in monitoring:
+        assert merged["services"][name]["profiles"] == ["monitoring"]
+        assert all(port.startswith("127.0.0.1:") for port in merged["services"][name]["ports"])
     assert published(base["services"]["api"]) == [("8001", "8001")]
     assert published(base["services"]["stub"]) == [("8090", "8090")]
     assert published(merged["services"]["stub"]) == [("8090", "8090")]
@@ -119,7 +124,7 @@ def test_images_are_pinned_and_overridable(merged: dict[str, Any]) -> None:
     for name, service in merged["services"].items():
         match = re.fullmatch(r"\$\{([A-Z_]+_IMAGE):-([^}:]+):([^}]+)\}", service["image"])
         assert match, f"{name}: image {service['image']!r} is not ${{X_IMAGE:-name:tag}}"
-        assert re.match(r"\d+\.\d+", match.group(3)), f"{name}: tag {match.group(3)!r} is not a version"
+        assert re.match(r"v?\d+\.\d+", match.group(3)), f"{name}: tag {match.group(3)!r} is not a version"
     nginx_tag = re.search(r":(\d+)\.(\d+)\.(\d+)", merged["services"]["nginx"]["image"])
     assert nginx_tag
     assert tuple(map(int, nginx_tag.groups())) >= (1, 27, 3), "nginx `resolve` needs >= 1.27.3"

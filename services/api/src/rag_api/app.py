@@ -9,27 +9,20 @@ from contextlib import asynccontextmanager
 import httpx2
 from fastapi import FastAPI
 
+from rag_api.access_log import configure_logging
 from rag_api.auth import KeyRing
 from rag_api.cache import CacheManager, build_cache, get_embedding_cache, get_llm_cache, reset_caches
 from rag_api.config import Settings, get_settings
 from rag_api.deps import Services
 from rag_api.errors import install_error_handlers
 from rag_api.middleware import ServiceMiddleware
+from rag_api.monitoring import CacheExporter, ModelPrices, SchoolLabels
 from rag_api.routes import cache_routes, chat, embeddings, health
 from rag_api.upstream import Upstream
 
 __all__ = ["create_app"]
 
 log = logging.getLogger("rag_api")
-
-
-def _configure_logging(level: str) -> None:
-    if not log.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"))
-        log.addHandler(handler)
-        log.propagate = False
-    log.setLevel(level.upper())
 
 
 def create_app(
@@ -41,7 +34,8 @@ def create_app(
     """The API. Without arguments it uses the process-wide settings and caches (`get_embedding_cache()`...);
     tests pass their own settings, an upstream HTTP client (e.g. over ASGI) or ready-made cache managers."""
     conf = settings or get_settings()
-    _configure_logging(conf.log_level)
+    configure_logging(conf.log_level, conf.log_format, access=conf.access_log)
+    school_labels = SchoolLabels(conf.metrics_max_schools)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -60,16 +54,27 @@ def create_app(
             upstream=Upstream.from_settings(conf, upstream_http_client),
             embeddings=emb,
             llm=llm,
+            prices=ModelPrices(conf.model_prices),
         )
         app.state.services = services
+        school_labels.use(services.keys.schools)
+        exporter = CacheExporter((emb, llm), conf.metrics_interval)
         try:
             await emb.start()
             await llm.start()
+            if conf.cache_prewarm_seconds:
+                for cache in (emb, llm):
+                    report = await cache.prewarm(
+                        seconds=conf.cache_prewarm_seconds / 2, max_bytes=conf.cache_prewarm_max_bytes // 2
+                    )
+                    log.info("%s cache prewarmed from Redis: %s", cache.name, report)
+            exporter.start()
             services.ready = True
             log.info("instance %s ready (upstream %s)", conf.instance_id, conf.upstream_base_url)
             yield
         finally:
             services.ready = False
+            await exporter.aclose()
             await services.upstream.aclose()
             await emb.aclose()
             await llm.aclose()
@@ -88,6 +93,7 @@ def create_app(
         instance=conf.instance_id,
         max_body=conf.max_request_bytes,
         request_timeout=conf.request_timeout,
+        school_label=school_labels,
     )
     for module in (embeddings, chat, cache_routes, health):
         app.include_router(module.router)

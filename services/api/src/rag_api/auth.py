@@ -55,6 +55,11 @@ class KeyRing:
             )
         return cls(tenants, admin)
 
+    @property
+    def schools(self) -> set[int]:
+        """The schools of the tenant keys."""
+        return {p.school_id for _, p in self._entries if p.school_id is not None}
+
     def identify(self, authorization: str | None) -> Principal:
         """The caller behind an `Authorization: Bearer <key>` header, else 401."""
         if not authorization:

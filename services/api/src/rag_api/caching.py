@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSche
 from rag_api.cache import CacheManager, Lookup
 from rag_api.errors import ApiError
 from rag_api.metrics import CACHE_RESULTS, EMBEDDING_ITEMS, child
+from rag_api.monitoring import Costing
 from rag_api.request_keys import namespaced
 from rag_api.routes.headers import BYPASS_HEADERS, UPSTREAM_FAILURES, cache_headers
 
@@ -139,13 +140,17 @@ async def serve(
     compute: Callable[[list[str]], Awaitable[Sequence[Any]]],
     *,
     route: str,
+    costing: Costing | None = None,
 ) -> tuple[list[Any], dict[str, str]]:
     """The value of every route key, and the answer's cache headers. `compute(route_keys)` returns the values
     of the keys nobody has, in order; with no-cache/no-store it gets every distinct key and nothing is read.
-    Counts the answer in `rag_cache_results_total` (and embedding items in `rag_embedding_items_total`)."""
+    Counts the answer in `rag_cache_results_total` (and embedding items in `rag_embedding_items_total`), and
+    with `costing` the tokens the model served and the cache saved (`rag_model_tokens_total`)."""
     if policy.mode is not CacheMode.NORMAL:
         unique = list(dict.fromkeys(keys))
         computed = dict(zip(unique, await compute(unique), strict=True))
+        if costing is not None:
+            costing.count("upstream", computed.items())
         if policy.mode is CacheMode.NO_CACHE:
             stored = {policy.key(k): v for k, v in computed.items()}
             await cache.set_many(stored, ttl=policy.ttl, school_id=school_id)
@@ -156,7 +161,11 @@ async def serve(
     route_key = dict(zip(fulls, keys, strict=True))
 
     async def compute_missing(missing: list[str]) -> Sequence[Any]:
-        return await compute([route_key[m] for m in missing])
+        asked = [route_key[m] for m in missing]
+        values = await compute(asked)
+        if costing is not None:
+            costing.count("upstream", zip(asked, values, strict=False))
+        return values
 
     lookups: list[Lookup] = await cache.resolve_many(
         fulls, compute_missing, ttl=policy.ttl, school_id=school_id, failures=UPSTREAM_FAILURES
@@ -164,6 +173,8 @@ async def serve(
     headers = cache_headers(lookups)
     hits = sum(1 for lk in lookups if lk.hit)
     _count(route, headers["X-Cache"], hit=hits, miss=len(lookups) - hits)
+    if costing is not None and hits:
+        costing.count("cache", ((k, lk.value) for k, lk in zip(keys, lookups, strict=True) if lk.hit))
     return [lk.value for lk in lookups], headers
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
 from functools import lru_cache
 from typing import Annotated, Literal
 
@@ -93,6 +94,19 @@ class Settings(BaseSettings):
     max_batch_size: PositiveInt = 256
     max_input_chars: PositiveInt = 32_000
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Observability (rag_api.access_log, rag_api.monitoring): one access line per request, in JSON or text.
+    log_format: Literal["json", "text"] = "json"
+    access_log: bool = True
+    metrics_interval: PositiveFloat = 2.0  # how often each worker exports its cache and Redis figures
+    metrics_max_schools: Annotated[int, Field(ge=0)] = 100  # schools with their own metric label; others "other"
+    # `model:usd_per_million_tokens,...`: prices what the model served and what the cache saved; one price per
+    # model for all its tokens. The default: the demo models at list prices when written (chat: a blend).
+    model_prices: Annotated[dict[str, float], NoDecode] = Field(
+        default_factory=lambda: {"text-embedding-3-small": 0.02, "text-embedding-3-large": 0.13, "gpt-4o-mini": 0.6}
+    )
+    # On start, each worker fills its memory tier from Redis with the most recently used entries.
+    cache_prewarm_seconds: Annotated[float, Field(ge=0, le=60)] = 2.0  # 0: off
+    cache_prewarm_max_bytes: PositiveInt = 64 * 1024 * 1024
 
     @field_validator("tenant_api_keys", mode="before")
     @classmethod
@@ -101,13 +115,29 @@ class Settings(BaseSettings):
         if not isinstance(raw, str):
             return raw
         keys: dict[str, int] = {}
-        for number, pair in enumerate(filter(None, (p.strip() for p in raw.split(","))), start=1):
-            key, sep, school = pair.rpartition(":")
-            if not sep or not key or not school.isdigit() or int(school) <= 0:
+        for number, key, school in _pairs(raw):
+            if not key or not school.isdigit() or int(school) <= 0:
                 # The entry is named by position, never quoted: it holds a key.
                 raise ValueError(f"TENANT_API_KEYS entry {number} is not 'key:positive_school_id'")
             keys[key] = int(school)
         return keys
+
+    @field_validator("model_prices", mode="before")
+    @classmethod
+    def _parse_prices(cls, raw: object) -> object:
+        """Parse `model:price,model:price` (US dollars per million tokens)."""
+        if not isinstance(raw, str):
+            return raw
+        prices: dict[str, float] = {}
+        for number, model, price in _pairs(raw):
+            try:
+                value = float(price)
+            except ValueError:
+                value = -1.0
+            if not model or not value >= 0:
+                raise ValueError(f"MODEL_PRICES entry {number} is not 'model:usd_per_million_tokens'")
+            prices[model] = value
+        return prices
 
     @field_validator("redis_sentinels", "redis_cluster_nodes", mode="before")
     @classmethod
@@ -146,6 +176,13 @@ class Settings(BaseSettings):
                 "or clients get the proxy's error instead of the API's answer"
             )
         return self
+
+
+def _pairs(raw: str) -> Iterator[tuple[int, str, str]]:
+    """The `left:right` entries of a comma-separated list, numbered from 1; `left` is empty without a colon."""
+    for number, pair in enumerate(filter(None, (p.strip() for p in raw.split(","))), start=1):
+        left, sep, right = pair.rpartition(":")
+        yield number, left if sep else "", right
 
 
 class ConfigError(ValueError):

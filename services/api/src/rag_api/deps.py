@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException, Request, Response
@@ -19,9 +19,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 
+from rag_api.access_log import note_school
 from rag_api.auth import KeyRing, Principal, school_for_data
 from rag_api.cache import CacheManager
 from rag_api.config import Settings
+from rag_api.monitoring import ModelPrices
 from rag_api.upstream import Upstream
 
 __all__ = [
@@ -57,6 +59,7 @@ class Services:
     embeddings: CacheManager
     llm: CacheManager
     ready: bool = False
+    prices: ModelPrices = field(default_factory=lambda: ModelPrices({}))
 
 
 class DirectRoute(APIRoute):
@@ -73,7 +76,9 @@ def tenant_of(request: Request) -> int:
     """The school a data request acts for, from its key and `X-School-Id` (401/403/400 otherwise)."""
     services: Services = request.app.state.services
     principal = services.keys.identify(request.headers.get("authorization"))
-    return school_for_data(principal, request.headers.get("x-school-id"))
+    school = school_for_data(principal, request.headers.get("x-school-id"))
+    note_school(school)
+    return school
 
 
 def check_depth(raw: bytes) -> None:
@@ -144,7 +149,9 @@ async def _principal(request: Request) -> Principal:
 
 
 async def _tenant(request: Request, principal: Annotated[Principal, Depends(_principal)]) -> int:
-    return school_for_data(principal, request.headers.get("x-school-id"))
+    school = school_for_data(principal, request.headers.get("x-school-id"))
+    note_school(school)
+    return school
 
 
 ServicesDep = Annotated[Services, Depends(_services)]

@@ -17,11 +17,19 @@ from prometheus_client import (
 )
 
 __all__ = [
+    "CACHE_EVENTS",
     "CACHE_RESULTS",
     "CONTENT_TYPE_LATEST",
     "EMBEDDING_ITEMS",
+    "CACHE_BREAKER",
+    "CACHE_MEMORY",
     "HTTP_DURATION",
     "HTTP_REQUESTS",
+    "MODEL_COST",
+    "MODEL_TOKENS",
+    "SCHOOL_REQUESTS",
+    "REDIS_INFO",
+    "REDIS_UP",
     "UPSTREAM_BREAKER",
     "UPSTREAM_DURATION",
     "UPSTREAM_REQUESTS",
@@ -36,8 +44,8 @@ _children: dict[tuple[object, tuple[str, ...]], object] = {}
 HTTP_REQUESTS = Counter("rag_http_requests_total", "HTTP requests answered", ["route", "method", "status"])
 HTTP_DURATION = Histogram(
     "rag_http_request_duration_seconds",
-    "Time to answer an HTTP request",
-    ["route"],
+    "Time to answer an HTTP request, by route and X-Cache value ('none' for routes that are not cached)",
+    ["route", "cache"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 CACHE_RESULTS = Counter("rag_cache_results_total", "Cached-route answers by X-Cache value", ["route", "result"])
@@ -47,6 +55,36 @@ UPSTREAM_BREAKER = Gauge(
     "rag_upstream_breaker_state",
     "The model's circuit breaker in this process: 0 closed, 1 half-open, 2 open (see rag_api.model_breaker)",
     ["model"],
+    multiprocess_mode="livemax",
+)
+# Per-school traffic for top-talker panels; `school` is bounded by rag_api.monitoring.SchoolLabels.
+SCHOOL_REQUESTS = Counter(
+    "rag_school_requests_total", "Data requests by school (bounded, see SchoolLabels) and X-Cache", ["school", "cache"]
+)
+# A CacheManager's own counters (CacheCounters field names as `event`), exported by rag_api.monitoring.
+CACHE_EVENTS = Counter("rag_cache_events_total", "Cache manager counters by cache and event", ["cache", "event"])
+# Tokens the model served (`source="upstream"`) or the cache saved (`source="cache"`), and their price
+# (MODEL_PRICES); `model` is a priced model's name or "other".
+MODEL_TOKENS = Counter("rag_model_tokens_total", "Tokens by model and source (upstream, cache)", ["model", "source"])
+MODEL_COST = Counter("rag_model_cost_usd_total", "Their cost at MODEL_PRICES, US dollars", ["model", "source"])
+# Sampled every METRICS_INTERVAL by each worker (rag_api.monitoring.CacheExporter).
+CACHE_MEMORY = Gauge(
+    "rag_cache_memory",
+    "Memory tier size by cache and unit (entries, bytes)",
+    ["cache", "unit"],
+    multiprocess_mode="livesum",
+)
+CACHE_BREAKER = Gauge(
+    "rag_cache_breaker_open",
+    "The Redis circuit breaker of a cache: 1 open, 0 closed",
+    ["cache"],
+    multiprocess_mode="livemax",
+)
+REDIS_UP = Gauge("rag_redis_up", "1 when this replica's last Redis INFO answered, else 0", multiprocess_mode="livemin")
+REDIS_INFO = Gauge(
+    "rag_redis_info",
+    "Redis INFO figures as this replica last read them (used_memory, maxmemory, evicted_keys, connected_clients...)",
+    ["field"],
     multiprocess_mode="livemax",
 )
 UPSTREAM_DURATION = Histogram(

@@ -19,6 +19,7 @@ import httpx2
 import openai
 import orjson
 
+from rag_api.access_log import add_upstream_time
 from rag_api.cache import remaining
 from rag_api.config import Settings
 from rag_api.errors import ApiError, UpstreamError, UpstreamRejectedError, UpstreamTimeoutError
@@ -177,8 +178,10 @@ class Upstream:
                     breaker.record(error if _counts_as_failure(error) else None)
                 if breaker.times_opened:  # a series only for models that failed: clients choose model names
                     UPSTREAM_BREAKER.labels(model).set(STATE_VALUES[breaker.state])
+            elapsed = time.perf_counter() - started
             UPSTREAM_REQUESTS.labels(operation, outcome).inc()
-            UPSTREAM_DURATION.labels(operation).observe(time.perf_counter() - started)
+            UPSTREAM_DURATION.labels(operation).observe(elapsed)
+            add_upstream_time(elapsed)
 
 
 _OUTCOMES = {429: "rate_limited", 502: "error", 504: "timeout"}

@@ -29,6 +29,7 @@ from ._invalidation import InvalidationListener, Notice, Subscriber, ThreadedInv
 from ._keys import cache_prefix, check_cache_name, school_prefix, tenant_key
 from ._lookup import UNAVAILABLE, CacheCounters, CachePolicy, Lookup, Tier, Unavailable
 from ._memory import MemoryTier
+from ._prewarm import PrewarmReport, prewarm_memory
 from ._redis import RedisTier, SyncRedisTier
 from ._seams import FlightSeams
 from ._serialization import encode
@@ -232,6 +233,13 @@ class CacheManager:
     async def start(self) -> None:
         """Open the invalidation subscription in this loop now rather than on the first call."""
         self._loop_state()
+
+    async def prewarm(self, *, seconds: float, max_bytes: int) -> PrewarmReport:
+        """Fill the memory tier from Redis with the most recently used entries, within both budgets
+        (rag_api.cache._prewarm); after `start()`, before serving."""
+        if self.redis is None or not self.breaker.closed:
+            return PrewarmReport(stopped="redis")
+        return await prewarm_memory(self._coherent, self.redis, self.name, seconds=seconds, max_bytes=max_bytes)
 
     async def aclose(self) -> None:
         state, self._state = self._state, None

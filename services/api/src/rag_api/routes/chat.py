@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rag_api import request_keys
 from rag_api.caching import CacheField, CacheMode, request_policy, serve
 from rag_api.deps import DirectRoute, Services, json_body, tenant_of
+from rag_api.monitoring import Costing
 from rag_api.routes.schema import openai_route
 from rag_api.streaming import stream_chat
 
@@ -138,6 +139,14 @@ async def create_chat_completion(request: Request) -> Response:
     async def compute(_: list[str]) -> list[dict[str, Any]]:
         return [await services.upstream.chat(forwarded)]
 
-    answers, headers = await serve(services.llm, policy, school_id, keys, compute, route="chat")
+    costing = Costing(services.prices, body.model, lambda _, answer: _usage(answer))
+    answers, headers = await serve(services.llm, policy, school_id, keys, compute, route="chat", costing=costing)
     headers.pop("X-Cache-Hits", None)
     return Response(orjson.dumps(answers[0]), media_type="application/json", headers=headers)
+
+
+def _usage(answer: dict[str, Any]) -> int:
+    """The answer's total tokens (0 when it has no usage)."""
+    usage = answer.get("usage")
+    tokens = usage.get("total_tokens") if isinstance(usage, dict) else None
+    return tokens if isinstance(tokens, int) else 0

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rag_api.caching import CacheField, request_policy, serve
 from rag_api.deps import DirectRoute, Services, json_body, tenant_of
+from rag_api.monitoring import Costing
 from rag_api.request_keys import embedding_key
 from rag_api.routes.schema import openai_route
 from rag_api.upstream import EmbeddingInput
@@ -133,6 +134,9 @@ async def create_embeddings(request: Request) -> Response:
         packed = await services.upstream.embed(body.model, inputs, dimensions=body.dimensions, user=body.user)
         return [_vector(v) for v in packed]
 
-    vectors, headers = await serve(services.embeddings, policy, school_id, keys, compute, route="embeddings")
+    costing = Costing(services.prices, body.model, lambda key, _: _tokens([by_key[key]]))
+    vectors, headers = await serve(
+        services.embeddings, policy, school_id, keys, compute, route="embeddings", costing=costing
+    )
     encode = base64_body if body.encoding_format == "base64" else float_body
     return Response(encode(vectors, body.model, _tokens(items)), media_type="application/json", headers=headers)

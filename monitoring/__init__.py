@@ -1,0 +1,1 @@
+"""Monitoring: the Grafana dashboard, Prometheus configuration and alert rules (see README, Monitoring)."""
