@@ -225,7 +225,11 @@ class StreamFlights:
                     raise DeadlineExceededError("the shared stream did not flow before the request's deadline")
                 entries = await self._guard.call(partial(_read, key=key, after=after))
                 if isinstance(entries, Unavailable):
-                    raise CacheUnavailableError("Redis went away while following another replica's stream")
+                    if broadcast.chunks:  # what was relayed cannot be taken back
+                        raise CacheUnavailableError("Redis went away while following another replica's stream")
+                    # Nothing relayed yet: stream for ourselves, as every replica does while Redis is away.
+                    await self._lead(full, broadcast, produce, assemble, seconds, codec, token=None)
+                    return
                 for entry_id, fields in entries:
                     after = entry_id
                     if b"c" in fields:
